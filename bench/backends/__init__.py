@@ -1,0 +1,57 @@
+"""The backends, one module each, all with the same small surface.
+
+A backend module defines:
+  unavailable(device) -> str | None   why it cannot run on that device here, or None
+  Runner(state_dict, device, dtype, **options), with
+    train_step(x, target) -> loss      one full step: gradients, backward, SGD update
+    forward(x) -> output               inference, no autograd
+    parameters() -> {name: tensor}     current parameters, named by state_dict key
+    gradients() -> {name: tensor} | None   last step's gradients, None where not exposed
+
+A configuration is a backend module plus the options that select one way of running it.
+Adding a backend is one module and one line in CONFIGS.
+"""
+
+import importlib
+
+import torch
+
+# name -> (module in bench.backends, options for its Runner)
+CONFIGS = {
+    "eager": ("eager", {}),
+    "compile": ("compile", {}),
+    "torchscript": ("torchscript", {}),
+}
+DEFAULT_CONFIGS = list(CONFIGS)
+DEVICES = ["cpu", "cuda"]
+
+
+def check_choice(kind, value, choices):
+    if value not in choices:
+        raise ValueError(f"unknown {kind} {value!r}; choose from: {', '.join(map(str, choices))}")
+
+
+def unavailable(name, device):
+    """Why configuration `name` cannot run on `device` here, or None when it can."""
+    check_choice("backend", name, CONFIGS)
+    check_choice("device", device, DEVICES)
+    if device == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available (no GPU, or a CPU-only torch build)"
+    module_name, _ = CONFIGS[name]
+    return importlib.import_module(f"bench.backends.{module_name}").unavailable(device)
+
+
+def create(name, state_dict, device="cpu", dtype=torch.float32):
+    """A Runner for configuration `name`, starting from the parameters in `state_dict`."""
+    reason = unavailable(name, device)
+    if reason:
+        raise RuntimeError(f"backend {name!r} is unavailable on {device}: {reason}")
+    module_name, options = CONFIGS[name]
+    module = importlib.import_module(f"bench.backends.{module_name}")
+    return module.Runner(state_dict, device=device, dtype=dtype, **options)
+
+
+def synchronize(device):
+    """Wait for the device; CUDA kernels run asynchronously to the host."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)

@@ -1,0 +1,51 @@
+"""TorchScript: `torch.jit.script` of the Net; autograd and SGD run through the scripted module.
+
+TorchScript is deprecated: torch 2.13 warns on every script call, and removal has been
+proposed upstream. Only that one warning is silenced, only around the scripting call.
+"""
+
+import warnings
+
+import torch
+
+import model
+
+
+def unavailable(device):
+    if not callable(getattr(getattr(torch, "jit", None), "script", None)):
+        return "torch.jit.script is gone from this torch build"
+    return None
+
+
+def script(net):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*", category=DeprecationWarning)
+        return torch.jit.script(net)
+
+
+class Runner:
+    def __init__(self, state_dict, device="cpu", dtype=torch.float32):
+        self.device, self.dtype = torch.device(device), dtype
+        net = model.Net().to(device=device, dtype=dtype)
+        net.load_state_dict(state_dict)
+        self.net = script(net)
+        self.optimizer = model.make_optimizer(self.net.parameters())
+
+    def train_step(self, x, target):
+        model.check_input(x, target, dtype=self.dtype, device=self.device)
+        self.optimizer.zero_grad()
+        loss = model.loss_fn(self.net(x), target)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    @torch.no_grad()
+    def forward(self, x):
+        model.check_input(x, dtype=self.dtype, device=self.device)
+        return self.net(x)
+
+    def parameters(self):
+        return {k: v.detach() for k, v in self.net.named_parameters()}
+
+    def gradients(self):
+        return {k: v.grad for k, v in self.net.named_parameters()}

@@ -1,0 +1,118 @@
+"""Selection options, shared runners and machine info for the benchmarks in bench/."""
+
+import os
+import time
+
+import pytest
+
+from bench import backends, harness
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("lenet-bench")
+    group.addoption("--backends", default=",".join(backends.DEFAULT_CONFIGS),
+                    help=f"comma-separated backends; choices: {', '.join(backends.CONFIGS)}")
+    group.addoption("--batch-sizes", default=",".join(map(str, harness.BATCH_SIZES)),
+                    help="comma-separated positive batch sizes (default: %(default)s)")
+    group.addoption("--devices", default=",".join(backends.DEVICES),
+                    help=f"comma-separated devices; choices: {', '.join(backends.DEVICES)}")
+    group.addoption("--modes", default=",".join(harness.MODES),
+                    help=f"comma-separated modes; choices: {', '.join(harness.MODES)}")
+
+
+def parse_list(config, option, choices=None, convert=str):
+    values = []
+    for item in config.getoption(option).split(","):
+        try:
+            value = convert(item.strip())
+            if choices is not None:
+                backends.check_choice(option.replace("_", "-").rstrip("s"), value, choices)
+            elif value < 1:
+                raise ValueError
+        except ValueError as error:
+            message = str(error) if choices is not None else f"expected positive integers, got {item!r}"
+            raise pytest.UsageError(f"--{option.replace('_', '-')}: {message}") from None
+        values.append(value)
+    return values
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark has made its session
+def pytest_configure(config):
+    selection = {
+        "backend": parse_list(config, "backends", backends.CONFIGS),
+        "batch_size": parse_list(config, "batch_sizes", convert=int),
+        "device": parse_list(config, "devices", backends.DEVICES),
+        "mode": parse_list(config, "modes", harness.MODES),
+    }
+    config.stash[SELECTION] = selection
+    session = getattr(config, "_benchmarksession", None)
+    if session is not None and session.storage is not None and hasattr(session.storage, "save"):
+        protect_saved_runs(session.storage)
+
+
+SELECTION = pytest.StashKey[dict]()
+
+
+def protect_saved_runs(storage):
+    """pytest-benchmark numbers a saved run after the newest one on disk and then opens it for
+    writing; two runs ending together would pick the same name. Create the file exclusively,
+    and on a clash take the next number, so no saved run is ever overwritten."""
+    from pytest_benchmark.utils import safe_dumps
+
+    def save(output_json, name):
+        data = safe_dumps(output_json, ensure_ascii=True, indent=4).encode()
+        number = int(storage._next_num)
+        while True:
+            path = storage.get(f"{number:04d}_{name}_{os.getpid()}.json")
+            try:
+                with path.open("xb") as f:
+                    f.write(data)
+            except FileExistsError:
+                number += 1
+                continue
+            storage.logger.info(f"Saved benchmark data in: {path}")
+            return
+
+    storage.save = save
+
+
+def pytest_generate_tests(metafunc):
+    selection = metafunc.config.stash[SELECTION]
+    for name in ["device", "batch_size", "backend"]:  # this order groups one batch size's backends together
+        if name in metafunc.fixturenames:
+            metafunc.parametrize(name, selection[name])
+
+
+def pytest_collection_modifyitems(config, items):
+    modes = config.stash[SELECTION]["mode"]
+    items[:] = [item for item in items if getattr(item.function, "mode", None) in (None, *modes)]
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    machine_info.update(harness.machine_info())
+
+
+class RunnerCache:
+    """One runner per (backend, device) for the whole session: export, scripting and session
+    creation happen once, outside every timed region, and their time is recorded."""
+
+    def __init__(self):
+        self.runners = {}
+
+    def get(self, backend, device):
+        key = (backend, device)
+        if key not in self.runners:
+            reason = backends.unavailable(backend, device)
+            if reason:
+                pytest.skip(f"{backend} on {device}: {reason}")
+            import model
+
+            start = time.perf_counter()
+            runner = backends.create(backend, model.make_net(seed=0).state_dict(), device=device)
+            self.runners[key] = (runner, time.perf_counter() - start)
+        return self.runners[key]
+
+
+@pytest.fixture(scope="session")
+def runner_cache():
+    return RunnerCache()
