@@ -46,7 +46,11 @@ def pytest_configure(config):
     }
     config.stash[SELECTION] = selection
     session = getattr(config, "_benchmarksession", None)
-    if session is not None and session.storage is not None and hasattr(session.storage, "save"):
+    if session is not None and not session.disabled:
+        if not (session.save or session.autosave):  # every timed run is kept in results/
+            from pytest_benchmark.utils import get_tag
+
+            session.autosave = get_tag()
         protect_saved_runs(session.storage)
 
 

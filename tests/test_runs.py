@@ -1,0 +1,80 @@
+"""Benchmark runs: selection errors are one line, saved runs are never overwritten or lost."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from bench import backends
+
+REPO = Path(__file__).resolve().parents[1]
+QUICK = ["--backends", "eager", "--batch-sizes", "1", "--devices", "cpu", "--modes", "forward",
+         "-k", "not sgemm", "--benchmark-max-time=0.05", "--benchmark-min-rounds=5"]
+
+
+def bench_command(storage, *extra):
+    return [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", "--benchmark-only",
+            f"--benchmark-storage={storage}", *extra]
+
+
+def saved_runs(storage):
+    return sorted(Path(storage).rglob("*.json"))
+
+
+@pytest.mark.parametrize(("option", "value", "message"), [
+    ("--backends", "nope", f"--backends: unknown backend 'nope'; choose from: {', '.join(backends.CONFIGS)}"),
+    ("--devices", "tpu", "--devices: unknown device 'tpu'; choose from: cpu, cuda"),
+    ("--modes", "infer", "--modes: unknown mode 'infer'; choose from: train, forward"),
+    ("--batch-sizes", "0", "--batch-sizes: expected positive integers, got '0'"),
+])
+def test_unknown_selection_is_one_line_listing_the_choices(tmp_path, option, value, message):
+    done = subprocess.run(bench_command(tmp_path, option, value), cwd=REPO, capture_output=True, text=True)
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and errors[0].startswith(f"ERROR: {message}"), done.stderr
+
+
+def test_two_runs_at_the_same_moment_both_keep_their_results(tmp_path):
+    runs = [subprocess.Popen(bench_command(tmp_path, *QUICK), cwd=REPO, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stderr.read()
+    files = saved_runs(tmp_path)
+    assert len(files) == 2, files
+    for f in files:
+        assert json.loads(f.read_text())["benchmarks"]
+
+
+def test_an_interrupted_run_leaves_earlier_results_intact(tmp_path):
+    assert subprocess.run(bench_command(tmp_path, *QUICK), cwd=REPO, capture_output=True).returncode == 0
+    [earlier] = saved_runs(tmp_path)
+    before = earlier.read_bytes()
+    run = subprocess.Popen(bench_command(tmp_path, "--devices", "cpu", "--backends", "eager"), cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(6)
+    run.send_signal(signal.SIGINT)
+    run.wait(timeout=120)
+    assert earlier.read_bytes() == before
+    for f in saved_runs(tmp_path):  # whatever the interrupted run left is whole JSON
+        json.loads(f.read_text())
+
+
+def test_saving_never_overwrites_a_run_with_the_same_name(tmp_path):
+    from types import SimpleNamespace
+
+    from pytest_benchmark.storage.file import FileStorage
+
+    from bench.conftest import protect_saved_runs
+
+    storage = FileStorage(tmp_path, logger=SimpleNamespace(info=lambda *a, **k: None))
+    protect_saved_runs(storage)
+    storage.save({"run": 1}, "same")
+    storage.save({"run": 2}, "same")
+    contents = sorted(json.loads(f.read_text())["run"] for f in saved_runs(tmp_path))
+    assert contents == [1, 2]
+    assert os.path.basename(saved_runs(tmp_path)[0]).startswith("0001_same")
