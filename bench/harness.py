@@ -72,6 +72,7 @@ def machine_info():
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "cuda": torch.version.cuda,
     }
-    for package in ["torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy", "pytest-benchmark"]:
+    packages = ["torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy", "pytest-benchmark"]
+    for package in packages:
         info[package] = package_version(package)
     return info

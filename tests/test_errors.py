@@ -14,8 +14,10 @@ BAD_INPUTS = [
     (torch.zeros(2, 3, 32, 32), "input: expected shape (B, 1, 32, 32) with B >= 1, got (2, 3, 32, 32)"),
     (torch.zeros(2, 1, 28, 28), "input: expected shape (B, 1, 32, 32) with B >= 1, got (2, 1, 28, 28)"),
     (torch.zeros(0, 1, 32, 32), "input: expected shape (B, 1, 32, 32) with B >= 1, got (0, 1, 32, 32)"),
-    (torch.zeros(2, 1, 32, 32, dtype=torch.int64), "input: expected a floating-point dtype, got torch.int64"),
-    (torch.zeros(2, 1, 32, 32, dtype=torch.float64), "input: expected dtype torch.float32, got torch.float64"),
+    (torch.zeros(2, 1, 32, 32, dtype=torch.int64),
+     "input: expected a floating-point dtype, got torch.int64"),
+    (torch.zeros(2, 1, 32, 32, dtype=torch.float64),
+     "input: expected dtype torch.float32, got torch.float64"),
     (torch.zeros(2, 1, 32, 32, device="meta"), "input: expected device cpu, got meta"),
     ([[0.0]], "input: expected a torch.Tensor of shape (B, 1, 32, 32), got list"),
 ]
@@ -54,9 +56,9 @@ def test_bad_input_same_clear_error_from_net_and_every_backend(runners, monkeypa
         assert str(raised.value) == message
     target = torch.zeros(x.shape[0] if isinstance(x, torch.Tensor) and x.dim() else 1, 10)
     for name, runner in runners.items():
-        for call in (lambda: runner.forward(x), lambda: runner.train_step(x, target)):
+        for call, args in ((runner.forward, (x,)), (runner.train_step, (x, target))):
             with pytest.raises(ValueError) as raised:
-                call()
+                call(*args)
             assert str(raised.value) == message, name
     assert not calls, "a kernel ran before the input was rejected"
 
