@@ -1,0 +1,122 @@
+"""Compare two saved benchmark runs by each backend's time relative to eager within its own run.
+
+    python -m bench.compare                      # the latest run against the one before it
+    python -m bench.compare 0003                 # run 0003 (the baseline) against the latest
+    python -m bench.compare BASELINE CANDIDATE   # NNNN prefixes or paths to the JSON files
+
+On a noisy or shared machine the absolute times of two runs drift together, so this compares
+ratios: for each mode, device, batch size and backend, (backend median / eager median) in the
+candidate over the same ratio in the baseline. A change past --threshold (0.25 = 25% slower
+relative to eager) is flagged as a regression and the exit status is 1; otherwise 0. Eager itself
+cannot be judged this way (a slower eager makes every other backend look better); its absolute
+medians are printed, with everyone else's, for information.
+
+For absolute comparisons use pytest-benchmark's own tools on the same storage:
+`pytest-benchmark --storage results/benchmarks compare 0001 0002`, or fail a new run against a
+saved one with `pytest bench --benchmark-only --benchmark-compare=0001
+--benchmark-compare-fail=median:10%`.
+"""
+
+import argparse
+import sys
+
+from bench.report import BASELINE, DEFAULT_STORAGE, VERSION_KEYS, RunError, cpu_model, find_run, require_runs
+
+MACHINE_KEYS = ["machine", "cpu_count", "torch_threads", "cuda_device"]
+
+
+def machine_differences(base, cand):
+    """What tells the two runs' machines apart, in a few words; empty when they look the same."""
+    a, b = base["machine"], cand["machine"]
+    diffs = []
+    if cpu_model(a) != cpu_model(b):
+        diffs.append(f"cpu {cpu_model(a)!r} vs {cpu_model(b)!r}")
+    diffs += [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in MACHINE_KEYS if a.get(k) != b.get(k)]
+    return diffs
+
+
+def pick_runs(names, storage):
+    if len(names) == 2:
+        return find_run(names[0], storage), find_run(names[1], storage)
+    if len(names) == 1:
+        runs = require_runs(storage)
+        return find_run(names[0], storage, runs), runs[-1]
+    runs = require_runs(storage, 2)
+    return runs[-2], runs[-1]
+
+
+def compare(base, cand, threshold):
+    """Print the comparison; return the regressions as (key, change) pairs."""
+    print(f"baseline:  {base['path']} ({base['datetime'].isoformat(timespec='seconds')})")
+    print(f"candidate: {cand['path']} ({cand['datetime'].isoformat(timespec='seconds')})")
+    if base["path"] == cand["path"]:
+        print("note: baseline and candidate are the same file")
+    diffs = machine_differences(base, cand)
+    if diffs:
+        print(f"note: the runs come from different machines ({'; '.join(diffs)}); "
+              "comparing ratios to eager anyway")
+    versions = [f"{k} {base['machine'].get(k)} -> {cand['machine'].get(k)}" for k in VERSION_KEYS
+                if base["machine"].get(k) != cand["machine"].get(k)]
+    if versions:
+        print(f"note: versions differ: {', '.join(versions)}")
+
+    keys = sorted(base["rows"].keys() & cand["rows"].keys(),
+                  key=lambda k: (k[0] != "train", k[1], k[2], k[3] != BASELINE, k[3]))
+    only = len(base["rows"].keys() ^ cand["rows"].keys())
+    print(f"\n{'mode':8} {'device':6} {'batch':>5} {'backend':20} {'base ms':>10} {'cand ms':>10} "
+          f"{'base/eager':>10} {'cand/eager':>10} {'change':>8}")
+    regressions = []
+    for key in keys:
+        mode, device, batch, backend = key
+        b, c = base["rows"][key]["median"], cand["rows"][key]["median"]
+        line = f"{mode:8} {device:6} {batch:>5} {backend:20} {b * 1e3:>10.4g} {c * 1e3:>10.4g}"
+        eager_key = (mode, device, batch, BASELINE)
+        if backend == BASELINE:
+            line += f" {'':>10} {'':>10} {c / b - 1:>+8.0%}  (absolute, not judged)"
+        elif eager_key in base["rows"] and eager_key in cand["rows"]:
+            base_ratio = b / base["rows"][eager_key]["median"]
+            cand_ratio = c / cand["rows"][eager_key]["median"]
+            change = cand_ratio / base_ratio - 1
+            line += f" {base_ratio:>10.4g} {cand_ratio:>10.4g} {change:>+8.0%}"
+            if change > threshold:
+                line += "  REGRESSION"
+                regressions.append((key, change))
+        else:
+            line += "  (no eager to compare against)"
+        if cand["rows"][key]["agreement"] not in (None, "pass"):
+            line += f"  agreement {cand['rows'][key]['agreement']}"
+        print(line)
+    if only:
+        print(f"({only} benchmarks are in only one of the two runs and are not compared)")
+
+    print()
+    if regressions:
+        listed = ", ".join(f"{m} {d} batch={n} {name} (+{ch:.0%})" for (m, d, n, name), ch in regressions)
+        print(f"{len(regressions)} regression(s) past {threshold:.0%} relative to eager: {listed}")
+    else:
+        print(f"no regressions past {threshold:.0%} relative to eager ({len(keys)} benchmarks compared)")
+    return regressions
+
+
+def main(argv=None):
+    doc = __doc__.split("\n\n")
+    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=doc[0] + "\n\n" + doc[2],
+                                     epilog=doc[3], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("baseline", nargs="?", help="baseline run: NNNN prefix or JSON path "
+                        "(default: the run before the latest)")
+    parser.add_argument("candidate", nargs="?", help="candidate run (default: the latest)")
+    parser.add_argument("--threshold", type=float, default=0.25,
+                        help="flag a backend whose ratio to eager grew by more than this "
+                        "(default: %(default)s)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="saved runs (default: %(default)s)")
+    args = parser.parse_args(argv)
+    try:
+        base, cand = pick_runs([n for n in (args.baseline, args.candidate) if n], args.storage)
+    except RunError as error:
+        print(f"compare: {error}", file=sys.stderr)
+        return 2
+    return 1 if compare(base, cand, args.threshold) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

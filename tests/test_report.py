@@ -1,0 +1,264 @@
+"""bench.report, bench.compare and bench.draw_net on small synthetic runs: no benchmark is run.
+
+The runs are shaped like pytest-benchmark 5.3 output as bench/test_benchmarks.py saves it
+(trimmed machine_info, same keys for benchmarks, extra_info, options and stats).
+"""
+
+import json
+import os
+
+import pytest
+
+from bench import compare, draw_net, report
+
+PNG = b"\x89PNG\r\n\x1a\n"
+MACHINE = {
+    "node": "vm", "machine": "x86_64", "python_version": "3.11.7", "system": "Linux",
+    "cpu": {"arch": "X86_64", "count": 2, "brand_raw": "Intel(R) Xeon(R) Processor"},
+    "cpu_model": "Intel(R) Xeon(R) Processor", "cpu_count": 2, "torch_threads": 2, "python": "3.11.7",
+    "c++": "c++ (Debian 12.2.0-14+deb12u1) 12.2.0", "cuda_device": None, "cuda": None,
+    "torch": "2.13.0+cpu", "onnx": "1.23.2", "onnxruntime": "1.32.0", "onnxscript": "0.7.2",
+    "numpy": "2.4.6", "pytest-benchmark": "5.3.1",
+}
+FLOPS = {("train", 1): 1550736, ("train", 64): 99247104, ("forward", 1): 549312, ("forward", 64): 35155968}
+# median seconds: compile is 2x faster than eager everywhere, torchscript equal
+MEDIANS = {
+    ("train", 1, "eager"): 1.0e-3, ("train", 1, "compile"): 0.5e-3, ("train", 1, "torchscript"): 1.0e-3,
+    ("train", 64, "eager"): 6.0e-3, ("train", 64, "compile"): 3.0e-3, ("train", 64, "torchscript"): 6.0e-3,
+    ("forward", 1, "eager"): 0.1e-3, ("forward", 1, "compile"): 0.05e-3,
+    ("forward", 1, "torchscript"): 0.1e-3,
+    ("forward", 64, "eager"): 2.0e-3, ("forward", 64, "compile"): 1.0e-3,
+    ("forward", 64, "torchscript"): 2.0e-3,
+}
+SGEMM_MEDIAN = 2 * 1024**3 / 80e9  # 80 GFLOP/s
+COMMIT = "ffe31923f758f9b41a52e064d3b0493f7a283644"
+STATS_IN_SECONDS = ["min", "max", "mean", "stddev", "median", "iqr", "q1", "q3", "ld15iqr", "hd15iqr",
+                    "total"]
+
+
+def stats(median):
+    return {"min": median * 0.9, "max": median * 1.5, "mean": median * 1.05, "stddev": median * 0.1,
+            "rounds": 20, "median": median, "iqr": median * 0.1, "q1": median * 0.95, "q3": median * 1.05,
+            "iqr_outliers": 0, "stddev_outliers": 2, "outliers": "2;0", "ld15iqr": median * 0.9,
+            "hd15iqr": median * 1.2, "ops": 1 / median, "total": median * 20, "iterations": 1}
+
+
+def benchmark(mode, batch, backend, median, **extra):
+    test = "test_train_step" if mode == "train" else "test_forward"
+    param = f"cpu-{batch}-{backend}"
+    return {
+        "group": f"{mode} cpu batch={batch}", "name": f"{test}[{param}]",
+        "fullname": f"bench/test_benchmarks.py::{test}[{param}]",
+        "params": {"device": "cpu", "batch_size": batch, "backend": backend}, "param": param,
+        "extra_info": {"backend": backend, "mode": mode, "device": "cpu", "batch_size": batch,
+                       "flops": FLOPS[(mode, batch)], "threads": 2, "torch": "2.13.0+cpu",
+                       "setup_seconds": 0.5, "first_call_seconds": 1.5, **extra},
+        "options": {"disable_gc": False, "timer": "perf_counter", "min_rounds": 20, "max_time": 1.0,
+                    "min_time": 5e-06, "precision": None, "confidence": None, "warmup": False},
+        "stats": stats(median),
+    }
+
+
+def run_data(medians=MEDIANS, when="2026-11-27T03:08:10.000000+00:00", machine=MACHINE, extra=None):
+    benchmarks = [benchmark(mode, batch, backend, median, **(extra or {}).get(backend, {}))
+                  for (mode, batch, backend), median in medians.items()]
+    benchmarks.append({
+        "group": "sgemm cpu", "name": "test_sgemm[cpu-1024]",
+        "fullname": "bench/test_benchmarks.py::test_sgemm[cpu-1024]",
+        "params": {"device": "cpu", "size": 1024}, "param": "cpu-1024",
+        "extra_info": {"mode": "sgemm", "device": "cpu", "size": 1024, "flops": 2 * 1024**3, "threads": 2,
+                       "torch": "2.13.0+cpu"},
+        "options": benchmarks[0]["options"], "stats": stats(SGEMM_MEDIAN),
+    })
+    return {"machine_info": machine,
+            "commit_info": {"id": COMMIT, "dirty": False, "branch": "main"},
+            "benchmarks": benchmarks, "datetime": when, "version": "5.3.1"}
+
+
+def save(storage, number, data, machine_id="Linux-CPython-3.11-64bit"):
+    folder = storage / machine_id
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{number:04d}_{COMMIT}_20261127_030628_{1000 + number}.json"
+    path.write_text(json.dumps(data, indent=4))
+    return path
+
+
+def slowed(data, backend, factor=2.0):
+    data = json.loads(json.dumps(data))
+    for bench in data["benchmarks"]:
+        if bench["extra_info"].get("backend") == backend:
+            for key in STATS_IN_SECONDS:
+                bench["stats"][key] *= factor
+            bench["stats"]["ops"] /= factor
+    return data
+
+
+def table_row(text, section, backend, batch):
+    """The cells of one row of the detailed table in a section of REPORT.md."""
+    body = text.split(f"## {section}")[1].split("\n## ")[0]
+    for line in body.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[:2] == [backend, str(batch)]:
+            return cells
+    raise AssertionError(f"no row {backend} {batch} in {section}")
+
+
+def test_report_writes_markdown_and_charts(tmp_path, capsys):
+    storage, out = tmp_path / "benchmarks", tmp_path / "results"
+    older = run_data(medians={k: v * 3 for k, v in MEDIANS.items()}, when="2026-11-26T00:00:00+00:00")
+    save(storage, 1, older)
+    latest = save(storage, 2, run_data())
+    assert report.main(["0009", "--storage", str(storage), "--out", str(out)]) == 2  # no such run
+    assert "no saved run matches '0009'" in capsys.readouterr().err
+
+    assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
+    text = (out / "REPORT.md").read_text()
+    assert latest.name in text  # the latest run, not the first
+    command = "--backends=eager,compile,torchscript --batch-sizes=1,64 --devices=cpu --modes=train,forward"
+    for fact in ["Intel(R) Xeon(R) Processor", "onnxruntime 1.32.0", "torch 2.13.0+cpu", command]:
+        assert fact in text
+    assert "<!-- main-table:start -->" in text
+    assert "| compile | cpu | 0.5 ms (2.00x) | 3 ms (2.00x) |" in text
+
+    # train batch 64 compile: 99247104 FLOP / 3 ms = 33.08 GFLOP/s, 41.35% of the 80 GFLOP/s sgemm
+    cells = table_row(text, "Training step, cpu", "compile", 64)
+    assert cells[2:8] == ["3", "0.3", "2.00x", "33.08", "41.35%", "0.5"]
+    assert table_row(text, "Training step, cpu", "torchscript", 64)[4] == "1.00x"
+    assert table_row(text, "Forward pass, cpu", "compile", 1)[4] == "2.00x"
+    assert "sgemm reference on cpu: 80.0 GFLOP/s" in text
+    for name in ["train_cpu.png", "forward_cpu.png"]:
+        assert (out / name).read_bytes().startswith(PNG)
+        assert f"]({name})" in text
+    assert sorted(os.listdir(out)) == ["REPORT.md", "forward_cpu.png", "train_cpu.png"]  # no temp files left
+
+    assert report.main(["0001", "--storage", str(storage), "--out", str(out)]) == 0  # a named run
+    assert "0001_" in (out / "REPORT.md").read_text()
+
+
+def test_report_marks_a_disagreeing_backend(tmp_path):
+    storage, out = tmp_path / "benchmarks", tmp_path / "results"
+    extra = {"compile": {"agreement": "FAIL", "agreement_max_abs_error": 0.03},
+             "torchscript": {"agreement": "pass", "agreement_max_abs_error": 1e-7}}
+    save(storage, 1, run_data(extra=extra))
+    assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
+    text = (out / "REPORT.md").read_text()
+    cells = table_row(text, "Training step, cpu", "compile", 64)
+    assert cells[4] == "2.00x FAIL" and cells[-1] == "FAIL (max abs err 3.0e-02)"
+    assert table_row(text, "Training step, cpu", "torchscript", 64)[-1].startswith("pass")
+    assert table_row(text, "Training step, cpu", "eager", 64)[-1] == "not checked"
+    assert "| compile | cpu | 0.5 ms (2.00x FAIL) |" in text
+
+
+def test_compare_flags_an_injected_2x_slowdown(tmp_path, capsys):
+    storage = tmp_path / "benchmarks"
+    base = save(storage, 1, run_data(when="2026-11-26T00:00:00+00:00"))
+    cand = save(storage, 2, slowed(run_data(), "torchscript"))
+    assert compare.main(["--storage", str(storage)]) == 1  # default: the latest against the one before
+    out = capsys.readouterr().out
+    flagged = [line for line in out.splitlines() if line.endswith("REGRESSION")]
+    assert len(flagged) == 4 and all("torchscript" in line for line in flagged)
+    assert "+100%" in flagged[0]
+
+    assert compare.main([str(base), str(cand), "--threshold", "1.5"]) == 0  # 100% is under 150%
+    assert compare.main([str(cand), str(base)]) == 0  # faster is no regression
+
+
+def test_compare_passes_an_unchanged_rerun(tmp_path, capsys):
+    storage = tmp_path / "benchmarks"
+    path = save(storage, 1, run_data(when="2026-11-26T00:00:00+00:00"))
+    assert compare.main([str(path), str(path)]) == 0
+    # a rerun where every backend, eager included, is 1.5x slower: same ratios, no regression
+    save(storage, 2, run_data(medians={k: v * 1.5 for k, v in MEDIANS.items()}))
+    assert compare.main(["0001", "--storage", str(storage)]) == 0
+    assert "no regressions" in capsys.readouterr().out
+
+
+def test_compare_notes_another_machine_in_one_line_and_goes_on(tmp_path, capsys):
+    storage = tmp_path / "benchmarks"
+    save(storage, 1, run_data(when="2026-11-26T00:00:00+00:00"))
+    other = dict(MACHINE, cpu_model="AMD EPYC 9R14", cpu={"brand_raw": "AMD EPYC 9R14"})
+    save(storage, 1, slowed(run_data(machine=other), "compile"), machine_id="Linux-CPython-3.11-64bit-other")
+    assert compare.main(["--storage", str(storage)]) == 1  # still compared, and the slowdown found
+    notes = [line for line in capsys.readouterr().out.splitlines() if "different machines" in line]
+    assert len(notes) == 1 and "AMD EPYC 9R14" in notes[0]
+
+
+def test_bad_files_are_named_in_one_line_and_skipped(tmp_path, capsys):
+    out = tmp_path / "results"
+    storage = out / "benchmarks"  # the real layout: the report writes beside the saved runs
+    good = save(storage, 1, run_data())
+    folder = good.parent
+    (folder / "0002_corrupt.json").write_text('{"benchmarks": [')
+    foreign = {"benchmarks": [{"name": "test_x", "stats": {"median": 1}}]}  # another suite's run
+    (folder / "0003_foreign.json").write_text(json.dumps(foreign))
+    (folder / "0004_list.json").write_text("[1, 2, 3]")
+    before = {p: p.read_bytes() for p in folder.iterdir()}
+
+    assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3
+    for name, line in zip(["0002_corrupt.json", "0003_foreign.json", "0004_list.json"], err, strict=True):
+        assert line.startswith("warning: skipping") and name in line
+    assert good.name in (out / "REPORT.md").read_text()
+    assert {p: p.read_bytes() for p in folder.iterdir()} == before  # nothing in storage touched
+
+    # compare: two good runs beside the bad files
+    save(storage, 5, run_data(when="2026-11-28T00:00:00+00:00"))
+    assert compare.main(["--storage", str(storage)]) == 0
+    assert len(capsys.readouterr().err.strip().splitlines()) == 3
+
+
+@pytest.mark.parametrize("command", [report.main, compare.main])
+def test_empty_storage_is_one_line_and_non_zero(tmp_path, capsys, command):
+    storage = tmp_path / "benchmarks"
+    storage.mkdir()
+    argv = ["--storage", str(storage)] + (["--out", str(tmp_path / "out")] if command is report.main else [])
+    assert command(argv) != 0
+    captured = capsys.readouterr()
+    assert len(captured.err.strip().splitlines()) == 1 and "no usable benchmark runs" in captured.err
+    assert "Traceback" not in captured.err
+    assert not (tmp_path / "out" / "REPORT.md").exists()
+
+
+def test_compare_needs_two_runs(tmp_path, capsys):
+    storage = tmp_path / "benchmarks"
+    save(storage, 1, run_data())
+    assert compare.main(["--storage", str(storage)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_draw_net_writes_both_pictures(tmp_path):
+    assert draw_net.main(["--out", str(tmp_path)]) == 0
+    for name in ["net_structure.png", "computation_graph.png"]:
+        assert (tmp_path / name).read_bytes().startswith(PNG)
+
+
+def test_draw_net_traces_the_tutorial_graph():
+    net, input_shape, target_shape, ops = draw_net.trace()
+    names = [draw_net.TUTORIAL_NAMES.get(op["op"], op["op"]) for op in ops]
+    assert names == ["conv2d", "relu", "maxpool2d", "conv2d", "relu", "maxpool2d", "view",
+                     "linear", "relu", "linear", "relu", "linear", "MSELoss"]
+    assert input_shape == (1, 1, 32, 32) and target_shape == (1, 10)
+    assert [op["out"] for op in ops][:7] == [(1, 6, 30, 30), (1, 6, 30, 30), (1, 6, 15, 15), (1, 16, 13, 13),
+                                             (1, 16, 13, 13), (1, 16, 6, 6), (1, 576)]
+    assert ops[0]["params"] == [("conv1.weight", (6, 1, 3, 3)), ("conv1.bias", (6,))]
+    assert ops[-1]["out"] == ()
+
+
+def test_report_writes_atomically_and_only_its_own_files(tmp_path, monkeypatch):
+    out = tmp_path / "results"
+    storage = out / "benchmarks"
+    run = save(storage, 1, run_data())
+    (out / "notes.txt").write_text("keep me")
+    (out / "REPORT.md").write_text("old report")
+    replaced = []
+    real_replace = os.replace
+    monkeypatch.setattr(report.os, "replace", lambda src, dst: (replaced.append(os.path.basename(dst)),
+                                                                real_replace(src, dst)))
+    assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
+    assert sorted(replaced) == ["REPORT.md", "forward_cpu.png", "train_cpu.png"]
+    assert (out / "notes.txt").read_text() == "keep me"
+    assert "old report" not in (out / "REPORT.md").read_text()
+    assert sorted(os.listdir(out)) == ["REPORT.md", "benchmarks", "forward_cpu.png", "notes.txt",
+                                       "train_cpu.png"]
+    assert os.listdir(run.parent) == [run.name]
