@@ -75,9 +75,21 @@ def protect_saved_runs(storage):
                 number += 1
                 continue
             storage.logger.info(f"Saved benchmark data in: {path}")
+            storage.saved.append(path)
             return
 
+    storage.saved = []
+
     storage.save = save
+
+
+def pytest_sessionfinish(session):
+    """Runs after pytest-benchmark's own hook has saved the run: refresh the report beside it."""
+    storage = getattr(getattr(session.config, "_benchmarksession", None), "storage", None)
+    for path in getattr(storage, "saved", []):
+        from bench import report
+
+        report.main([str(path), "--storage", str(storage.path), "--out", str(storage.path.parent)])
 
 
 def pytest_generate_tests(metafunc):

@@ -19,7 +19,7 @@ QUICK = ["--backends", "eager", "--batch-sizes", "1", "--devices", "cpu", "--mod
 
 def bench_command(storage, *extra):
     return [sys.executable, "-m", "pytest", "bench", "-q", "-p", "no:cacheprovider", "--benchmark-only",
-            f"--benchmark-storage={storage}", *extra]
+            f"--benchmark-storage={storage}/benchmarks", *extra]
 
 
 def saved_runs(storage):
@@ -48,6 +48,7 @@ def test_two_runs_at_the_same_moment_both_keep_their_results(tmp_path):
     assert len(files) == 2, files
     for f in files:
         assert json.loads(f.read_text())["benchmarks"]
+    assert "Forward pass, cpu" in (tmp_path / "REPORT.md").read_text()  # refreshed after the run
 
 
 def test_an_interrupted_run_leaves_earlier_results_intact(tmp_path):
