@@ -21,6 +21,7 @@ CONFIGS = {
     "eager": ("eager", {}),
     "compile": ("compile", {}),
     "torchscript": ("torchscript", {}),
+    "onnxruntime": ("onnxruntime", {}),
 }
 DEFAULT_CONFIGS = list(CONFIGS)
 DEVICES = ["cpu", "cuda"]
