@@ -110,10 +110,13 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 class RunnerCache:
     """One runner per (backend, device) for the whole session: export, scripting and session
-    creation happen once, outside every timed region, and their time is recorded."""
+    creation happen once, outside every timed region, and their time is recorded. When timing
+    is on, each backend's agreement with float64 is checked once, so its status travels with
+    its timings."""
 
-    def __init__(self):
+    def __init__(self, check_agreement):
         self.runners = {}
+        self.check_agreement = check_agreement
 
     def get(self, backend, device):
         key = (backend, device)
@@ -125,10 +128,19 @@ class RunnerCache:
 
             start = time.perf_counter()
             runner = backends.create(backend, model.make_net(seed=0).state_dict(), device=device)
-            self.runners[key] = (runner, time.perf_counter() - start)
+            setup_seconds = time.perf_counter() - start
+            self.runners[key] = (runner, setup_seconds, self.agreement(backend, device))
         return self.runners[key]
+
+    def agreement(self, backend, device):
+        if not self.check_agreement:
+            return {"agreement": "not checked"}
+        from bench import agreement
+
+        [result] = agreement.check([backend], device=device)
+        return {"agreement": agreement.status(result), "agreement_max_abs_error": result.max_abs_error}
 
 
 @pytest.fixture(scope="session")
-def runner_cache():
-    return RunnerCache()
+def runner_cache(request):
+    return RunnerCache(check_agreement=not request.config._benchmarksession.disabled)

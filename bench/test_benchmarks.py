@@ -34,7 +34,7 @@ def timed_call(step, device):
 
 
 def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, device):
-    runner, setup_seconds = runner_cache.get(backend, device)
+    runner, setup_seconds, agreement = runner_cache.get(backend, device)
     x, target = model.make_batch(batch_size, device=device)
     if mode_name == "train":
         call = timed_call(lambda: runner.train_step(x, target), device)
@@ -58,6 +58,7 @@ def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, devic
         torch=torch.__version__,
         setup_seconds=setup_seconds,
         first_call_seconds=first_call_seconds,
+        **agreement,
         **{f"backend_{k}": v for k, v in getattr(runner, "info", {}).items()},
     )
     result = benchmark(call)

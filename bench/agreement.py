@@ -1,0 +1,638 @@
+"""Numerical agreement of every backend with a float64 eager reference.
+
+Every backend trains from the same initial parameters (`model.make_net(seed)`) on the same
+batches (a fresh seeded `model.make_batch` per step), in lockstep with eager float64 (the
+reference) and eager float32 (the baseline that sets how much error float32 is allowed).
+After step 1 and after step N it compares: the loss, the output of a forward pass on a fixed
+batch, every gradient where the backend exposes it, and every parameter.
+
+A quantity passes, in the spirit of `torch._dynamo.utils.same()`:
+  1. when it is allclose to the float64 reference (rtol=RTOL, atol=ATOL, equal_nan=False), else
+  2. when RMSE(backend, fp64) <= k * RMSE(eager fp32, fp64) + TOL / 10.
+A NaN or inf anywhere in a backend's (or the reference's) value is reported as non-finite and
+never passes. Also: two eager float32 runs of the same steps must be bit-identical.
+
+API for the benchmarks:  check(names, device) -> [Result];  status(result) -> "pass" | "FAIL..."
+Command:  python -m bench.agreement [--steps N] [--batch-size B] [--backends a,b]
+                                    [--devices cpu,cuda] [--out results] [--drift]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+
+import torch
+
+import model
+from bench import backends
+
+DEFAULT_STEPS = 20
+DEFAULT_DRIFT_STEPS = 1000
+# One small batch size for every run: a torch.compile runner compiles once per new shape.
+DEFAULT_BATCH_SIZE = 8
+
+# Tolerances. Measured on this CPU (torch 2.13, batch 8, 20 steps), eager/compile/TorchScript
+# float32 differ from float64 by at most ~1e-7 (loss ~1e-7, output ~4e-8, parameters <= 7e-8,
+# gradients <= 2e-8). same()'s default tol of 1e-4 would let a 1%-wrong learning rate through
+# (after 20 steps it moves a parameter by only ~6e-5), so TOL is 1e-5: ~100x the float32
+# rounding error seen here, yet ~5x below the smallest real bug the tests inject.
+TOL = 1e-5
+RTOL = TOL
+ATOL = TOL
+
+
+def multiplier(numel):
+    """k in the RMSE criterion, as same() picks it for float32: a backend may be 2x as far from
+    float64 as eager float32 is (a fused or reordered reduction rounds differently, not worse
+    in kind; compile measures 1.0-1.5x here); 3x for tensors under 1,000 elements (biases, the
+    loss, the output), where one rounding difference is a large share of the RMSE."""
+    return 2.0 if numel >= 1000 else 3.0
+
+
+# Step i (1-based) trains on make_batch(B, seed=seed * SEED_STRIDE + i); the forward pass that
+# is compared runs on make_batch(B, seed=seed * SEED_STRIDE), a batch no step trains on.
+SEED_STRIDE = 1_000_003
+
+REFERENCE = "eager float64"
+BASELINE = "eager float32"
+
+
+@dataclass
+class Row:
+    quantity: str  # "loss", "output", "grad <name>", "param <name>", "gradients"
+    step: int
+    max_abs: float | None  # max |backend - fp64|
+    max_rel: float | None  # max |backend - fp64| / |fp64| (0/0 counts as 0)
+    rmse_ratio: float | None  # RMSE(backend, fp64) / RMSE(eager fp32, fp64)
+    passed: bool
+    note: str = ""  # "allclose", "rmse", "non-finite in backend", "not exposed", ...
+
+
+@dataclass
+class Result:
+    backend: str
+    device: str
+    passed: bool
+    rows: list[Row] = field(default_factory=list)
+    max_abs_error: float | None = None  # the largest max_abs over all rows
+    skipped: str | None = None  # why the backend could not run here
+    error: str | None = None  # the exception a backend raised
+
+    @property
+    def nonfinite(self):
+        return any(row.note.startswith("non-finite") for row in self.rows)
+
+
+def status(result):
+    """One word (or two) for the benchmark's JSON: "pass", "FAIL", "FAIL: non-finite",
+    "FAIL: error", "skipped"."""
+    if result.skipped:
+        return "skipped"
+    if result.passed:
+        return "pass"
+    if result.error:
+        return "FAIL: error"
+    if result.nonfinite:
+        return "FAIL: non-finite"
+    return "FAIL"
+
+
+Factory = Callable[[dict, str, torch.dtype], object]  # (state_dict, device, dtype) -> Runner
+
+
+def backend_factory(name):
+    return lambda state_dict, device, dtype: backends.create(name, state_dict, device, dtype)
+
+
+def _default_batch(batch_size, seed):
+    return lambda step: model.make_batch(batch_size, seed=seed * SEED_STRIDE + step)
+
+
+def _copy(value, dtype=torch.float64):
+    """A detached CPU copy, never a view of a runner's live buffers; dtype None keeps it."""
+    tensor = torch.as_tensor(value).detach()
+    return tensor.to(device="cpu", dtype=dtype or tensor.dtype, copy=True)
+
+
+def _observe(runner, loss, x_fixed, names, dtype=torch.float64):
+    """Everything compared after a step: {quantity: tensor or None}; None = not exposed/missing."""
+    obs = {"loss": _copy(loss, dtype).reshape(())}
+    grads = runner.gradients()
+    if grads is None:
+        obs["gradients"] = None
+    else:
+        for name in names:
+            g = grads.get(name)
+            obs[f"grad {name}"] = None if g is None else _copy(g, dtype)
+    params = runner.parameters()
+    for name in names:
+        p = params.get(name)
+        obs[f"param {name}"] = None if p is None else _copy(p, dtype)
+    obs["output"] = _copy(runner.forward(x_fixed), dtype)
+    return obs
+
+
+def _rmse(a, b):
+    return torch.sqrt(torch.mean(torch.square(a - b))).item()
+
+
+def compare(quantity, step, res, ref, base):
+    """One Row: backend value `res` against float64 `ref`, with eager float32 `base` setting k*."""
+    if res is None:
+        return Row(quantity, step, None, None, None, False, "missing from backend")
+    if res.shape != ref.shape:
+        return Row(quantity, step, None, None, None, False, f"shape {tuple(res.shape)} != {tuple(ref.shape)}")
+    diff = (res - ref).abs()
+    max_abs = diff.max().item()  # max propagates NaN
+    rel = torch.where(diff == 0, torch.zeros_like(diff), diff / ref.abs())
+    max_rel = rel.max().item()
+    res_err, base_err = _rmse(res, ref), _rmse(base, ref)
+    if base_err > 0 or math.isnan(base_err):
+        ratio = res_err / base_err
+    else:
+        ratio = 0.0 if res_err == 0 else math.inf
+    bad_res, bad_ref = not torch.isfinite(res).all(), not torch.isfinite(ref).all()
+    if bad_res or bad_ref:  # checked first: NaN must never pass, not even as NaN == NaN
+        where = " and ".join(w for w, bad in [("backend", bad_res), ("float64 reference", bad_ref)] if bad)
+        return Row(quantity, step, max_abs, max_rel, ratio, False, f"non-finite (NaN/inf) in {where}")
+    if torch.allclose(res, ref, rtol=RTOL, atol=ATOL, equal_nan=False):
+        return Row(quantity, step, max_abs, max_rel, ratio, True, "allclose")
+    passed = res_err <= multiplier(ref.numel()) * base_err + TOL / 10
+    return Row(quantity, step, max_abs, max_rel, ratio, passed, "rmse" if passed else "too far from float64")
+
+
+def _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe, observe_at, on_step=None):
+    """Train every runner in `factories` ({name: (factory, dtype)}) in lockstep on the same
+    batches; call on_observe(step, {name: obs}) at the steps in observe_at and
+    on_step(step, {name: runner}) after every step. Returns {name: error message} for runners
+    that raised (they are dropped from the rest of the run)."""
+    state = model.make_net(seed).state_dict()
+    names = list(state)  # the Net has parameters only, no buffers
+    make_batch = make_batch or _default_batch(batch_size, seed)
+    x_fixed, _ = _default_batch(batch_size, seed)(0)
+    runners, errors = {}, {}
+    for name, (factory, dtype) in factories.items():
+        try:
+            runners[name] = factory({k: v.to(dtype) for k, v in state.items()}, device, dtype)
+        except Exception as error:
+            if name in (REFERENCE, BASELINE):  # the yardsticks must not fail
+                raise
+            errors[name] = f"{type(error).__name__}: {error}"
+    for step in range(1, steps + 1):
+        x, target = make_batch(step)
+        losses = {}
+        for name, runner in list(runners.items()):
+            dtype = factories[name][1]
+            try:
+                losses[name] = runner.train_step(x.to(device, dtype), target.to(device, dtype))
+            except Exception as error:
+                if name in (REFERENCE, BASELINE):  # the yardsticks must not fail
+                    raise
+                errors[name] = f"step {step}: {type(error).__name__}: {error}"
+                del runners[name]
+        if on_step is not None:
+            on_step(step, runners)
+        if step in observe_at:
+            observed = {}
+            for name, runner in list(runners.items()):
+                dtype = factories[name][1]
+                try:
+                    observed[name] = _observe(runner, losses[name], x_fixed.to(device, dtype), names)
+                except Exception as error:
+                    if name in (REFERENCE, BASELINE):  # the yardsticks must not fail
+                        raise
+                    errors[name] = f"step {step}: {type(error).__name__}: {error}"
+                    del runners[name]
+            on_observe(step, observed)
+    return errors
+
+
+def _reference_factories():
+    return {
+        REFERENCE: (backend_factory("eager"), torch.float64),
+        BASELINE: (backend_factory("eager"), torch.float32),
+    }
+
+
+def check(backend_names=None, device="cpu", steps=DEFAULT_STEPS, batch_size=DEFAULT_BATCH_SIZE, seed=0,
+          extra=None, make_batch=None):
+    """Compare each backend with eager float64 after step 1 and after step `steps`.
+
+    backend_names: names in backends.CONFIGS (default: all); unavailable ones come back with
+      `skipped` set. extra: {name: factory(state_dict, device, dtype) -> Runner}, runners to
+      check beside them (the tests inject wrong ones this way). make_batch: step -> (x, target)
+      in float32 on the CPU, replacing the seeded batches (the tests inject NaN this way).
+    """
+    if backend_names is None:
+        backend_names = list(backends.DEFAULT_CONFIGS)
+    for name in backend_names:
+        backends.check_choice("backend", name, backends.CONFIGS)
+    backends.check_choice("device", device, backends.DEVICES)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+
+    results, factories = {}, _reference_factories()
+    for name in backend_names:
+        reason = backends.unavailable(name, device)
+        if reason:
+            results[name] = Result(name, device, False, skipped=reason)
+        else:
+            factories[name] = (backend_factory(name), torch.float32)
+    for name, factory in (extra or {}).items():
+        if name in factories:
+            raise ValueError(f"extra runner {name!r} clashes with a backend name")
+        factories[name] = (factory, torch.float32)
+    checked = [n for n in factories if n not in (REFERENCE, BASELINE)]
+    if checked and device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA is not available")
+    if not checked:
+        return [results[n] for n in backend_names]
+    for name in checked:
+        results[name] = Result(name, device, True)
+
+    def on_observe(step, observed):
+        ref, base = observed[REFERENCE], observed[BASELINE]
+        for name in checked:
+            if name not in observed:
+                continue
+            obs = observed[name]
+            rows = results[name].rows
+            if obs.get("gradients", 0) is None:
+                rows.append(Row("gradients", step, None, None, None, True, "not exposed"))
+            for quantity, value in ref.items():
+                if quantity.startswith("grad ") and obs.get("gradients", 0) is None:
+                    continue
+                rows.append(compare(quantity, step, obs.get(quantity), value, base[quantity]))
+
+    errors = _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe, {1, steps})
+    for name in checked:
+        result = results[name]
+        result.error = errors.get(name)
+        result.passed = result.error is None and all(row.passed for row in result.rows)
+        errs = [row.max_abs for row in result.rows if row.max_abs is not None]
+        if errs:
+            result.max_abs_error = math.nan if any(math.isnan(e) for e in errs) else max(errs)
+    return [results[n] for n in [*backend_names, *(extra or {})]]
+
+
+def _bits(value):
+    return None if value is None else value.contiguous().reshape(-1).view(torch.uint8)
+
+
+def repeat_identical(device="cpu", steps=DEFAULT_STEPS, batch_size=DEFAULT_BATCH_SIZE, seed=0, factory=None):
+    """Run eager float32 (or `factory`) twice on the same steps and compare every quantity
+    (loss, gradients, parameters, forward output) after every step, bit for bit.
+    Returns (identical, detail)."""
+    factory = factory or backend_factory("eager")
+    state = model.make_net(seed).state_dict()
+    names = list(state)
+    make_batch = _default_batch(batch_size, seed)
+    x_fixed = make_batch(0)[0].to(device)
+    runs = [factory(state, device, torch.float32) for _ in range(2)]
+    differences = []
+    for step in range(1, steps + 1):
+        x, target = (t.to(device) for t in make_batch(step))
+        a, b = (_observe(r, r.train_step(x, target), x_fixed, names, dtype=None) for r in runs)
+        for quantity in a:
+            va, vb = a[quantity], b.get(quantity)
+            if (va is None) != (vb is None) or (va is not None and not (
+                    va.dtype == vb.dtype and va.shape == vb.shape and torch.equal(_bits(va), _bits(vb)))):
+                differences.append(f"{quantity} at step {step}")
+    if differences:
+        more = " ..." if len(differences) > 5 else ""
+        return False, f"{len(differences)} differ, first: {', '.join(differences[:5])}{more}"
+    return True, f"every quantity bit-identical after each of {steps} steps"
+
+
+# ---------------------------------------------------------------------------- drift (issue 8)
+
+def drift(backend_names=None, device="cpu", steps=DEFAULT_DRIFT_STEPS, batch_size=DEFAULT_BATCH_SIZE, seed=0,
+          extra=None):
+    """Max abs parameter error vs eager float64 after every step, for each backend.
+    Returns {"steps": n, "errors": {name: [per-step floats]}, "skipped": {...}, "failed": {...}}."""
+    if backend_names is None:
+        backend_names = list(backends.DEFAULT_CONFIGS)
+    for name in backend_names:
+        backends.check_choice("backend", name, backends.CONFIGS)
+    backends.check_choice("device", device, backends.DEVICES)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    factories = {REFERENCE: (backend_factory("eager"), torch.float64)}
+    skipped = {}
+    for name in backend_names:
+        reason = backends.unavailable(name, device)
+        if reason:
+            skipped[name] = reason
+        else:
+            factories[name] = (backend_factory(name), torch.float32)
+    for name, factory in (extra or {}).items():
+        factories[name] = (factory, torch.float32)
+    errors = {name: [] for name in factories if name != REFERENCE}
+    if not errors:
+        return {"device": device, "steps": steps, "batch_size": batch_size, "seed": seed,
+                "errors": {}, "skipped": skipped, "failed": {}}
+
+    def on_step(step, runners):
+        ref = {k: v.detach() for k, v in runners[REFERENCE].parameters().items()}
+        for name, runner in runners.items():
+            if name == REFERENCE:
+                continue
+            params = runner.parameters()
+            worst = torch.stack([(torch.as_tensor(params[k]).to(v.device, torch.float64) - v).abs().max()
+                                 for k, v in ref.items()]).max()
+            errors[name].append(worst.item())
+
+    failed = _lockstep(factories, device, steps, batch_size, seed, None, lambda *a: None, set(), on_step)
+    return {"device": device, "steps": steps, "batch_size": batch_size, "seed": seed,
+            "errors": errors, "skipped": skipped, "failed": failed}
+
+
+def plot_drift(runs, path):
+    """One line per backend (per device), log y axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    styles = ["-", "--", ":", "-."]  # backends that agree bit for bit draw over each other
+    lines = [(run["device"], name, errs) for run in runs for name, errs in run["errors"].items() if errs]
+    for i, (device, name, errs) in enumerate(lines):
+        xs = range(1, len(errs) + 1)
+        ys = [e if (e > 0 and math.isfinite(e)) else math.nan for e in errs]  # log axis: no 0/NaN
+        ax.plot(xs, ys, styles[i % len(styles)], label=f"{name} ({device})", linewidth=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("max |parameter - float64 eager|")
+    first = runs[0] if runs else {"batch_size": "?", "seed": "?"}
+    ax.set_title(f"Parameter drift from float64 eager (batch {first['batch_size']}, seed {first['seed']})")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    _atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------- reporting
+
+def _atomic(path, write):
+    """Write through a temporary file in the same folder, then os.replace: never half a file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a results file is an ordinary file
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _write_text(path, text):
+    _atomic(path, lambda f: f.write(text.encode()))
+
+
+def _jsonable(value):
+    """JSON has no NaN/inf: write them as the strings "nan", "inf", "-inf"."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _fmt(value):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.2e}" if value != 0 else "0"
+    return str(value)
+
+
+HEADER = ["backend", "device", "quantity", "step", "max abs err", "max rel err", "RMSE ratio", "pass"]
+
+
+def table_rows(results):
+    lines = []
+    for r in results:
+        if r.skipped:
+            lines.append([r.backend, r.device, f"skipped: {r.skipped}", "", "", "", "", "-"])
+            continue
+        for row in r.rows:
+            verdict = "pass" if row.passed else "FAIL"
+            if row.note == "not exposed":
+                verdict = "not exposed"
+            elif row.note.startswith(("non-finite", "missing", "shape")):
+                verdict += f" ({row.note})"
+            lines.append([r.backend, r.device, row.quantity, str(row.step), _fmt(row.max_abs),
+                          _fmt(row.max_rel), _fmt(row.rmse_ratio), verdict])
+        if r.error:
+            lines.append([r.backend, r.device, f"error: {r.error}", "", "", "", "", "FAIL"])
+    return lines
+
+
+def format_text(lines, header=HEADER):
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
+    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
+    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
+
+
+def format_markdown(lines, header=HEADER):
+    esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(map(esc, cells)) + " |" for cells in lines]
+    return "\n".join(out)
+
+
+def criterion_text():
+    return (f"pass when allclose to eager float64 (rtol={RTOL:g}, atol={ATOL:g}, equal_nan=False), else when "
+            f"RMSE(backend, fp64) <= k * RMSE(eager fp32, fp64) + {TOL / 10:g} (k=2, or 3 under 1,000 "
+            f"elements); NaN/inf never passes")
+
+
+def summary_lines(results, repeats):
+    lines = []
+    for r in results:
+        if r.skipped:
+            lines.append(f"{r.backend} on {r.device}: skipped ({r.skipped})")
+        else:
+            lines.append(f"{r.backend} on {r.device}: {status(r)}, largest abs error {_fmt(r.max_abs_error)}"
+                         + (f" ({r.error})" if r.error else ""))
+    for device, (same, detail) in repeats.items():
+        verdict = "bit-identical" if same else "NOT bit-identical"
+        lines.append(f"eager float32 run twice on {device}: {verdict} ({detail})")
+    return lines
+
+
+# --------------------------------------------------------------------------------- command
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block, no traceback
+        raise UsageError(message)
+
+
+def _parse_list(text, kind, choices):
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise UsageError(f"--{kind}s: empty; choose from: {', '.join(choices)}")
+    for value in values:
+        try:
+            backends.check_choice(kind, value, choices)
+        except ValueError as error:
+            raise UsageError(f"--{kind}s: {error}") from None
+    return values
+
+
+def _positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def parse_args(argv):
+    parser = _Parser(prog="python -m bench.agreement", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=_positive, default=None,
+                        help=f"training steps (default {DEFAULT_STEPS}; {DEFAULT_DRIFT_STEPS} with --drift)")
+    parser.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
+                        help="batch size (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the parameters and batches (default 0)")
+    parser.add_argument("--backends", default=",".join(backends.DEFAULT_CONFIGS),
+                        help=f"comma-separated; choices: {', '.join(backends.CONFIGS)}")
+    parser.add_argument("--devices", default=",".join(backends.DEVICES),
+                        help=f"comma-separated; choices: {', '.join(backends.DEVICES)}")
+    parser.add_argument("--out", default="results", help="folder for the JSON, Markdown (and PNG) files")
+    parser.add_argument("--threads", type=_positive, default=None,
+                        help="torch intra-op threads (default: torch's own choice, but 1 with --drift: "
+                             "on a busy 2-core machine, spinning OpenMP threads made 1,000 steps take "
+                             "minutes)")
+    parser.add_argument("--drift", action="store_true",
+                        help="record the max abs parameter error after every step instead "
+                             "(writes drift.json and drift.png)")
+    args = parser.parse_args(argv)
+    args.backends = _parse_list(args.backends, "backend", list(backends.CONFIGS))
+    args.devices = _parse_list(args.devices, "device", backends.DEVICES)
+    if args.steps is None:
+        args.steps = DEFAULT_DRIFT_STEPS if args.drift else DEFAULT_STEPS
+    return args
+
+
+def _device_reason(device):
+    if device == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available (no GPU, or a CPU-only torch build)"
+    return None
+
+
+def run_check(args):
+    settings = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "rtol": RTOL,
+                "atol": ATOL, "tol": TOL, "criterion": criterion_text(), "torch": torch.__version__,
+                "torch_threads": torch.get_num_threads()}
+    results, repeats, skipped_devices = [], {}, {}
+    for device in args.devices:
+        reason = _device_reason(device)
+        if reason:
+            skipped_devices[device] = reason
+            print(f"{device}: skipped ({reason})")
+            continue
+        results += check(args.backends, device, args.steps, args.batch_size, args.seed)
+        repeats[device] = repeat_identical(device, args.steps, args.batch_size, args.seed)
+    lines = table_rows(results)
+    summary = summary_lines(results, repeats)
+    title = (f"Agreement with eager float64 after step 1 and step {args.steps} "
+             f"(batch {args.batch_size}, seed {args.seed})")
+    print(title)
+    print(format_text(lines))
+    print()
+    print("\n".join(summary))
+    print(f"criterion: {criterion_text()}")
+    data = {
+        "settings": settings,
+        "skipped_devices": skipped_devices,
+        "eager_repeat": {d: {"bit_identical": s, "detail": t} for d, (s, t) in repeats.items()},
+        "results": [dict(asdict(r), status=status(r)) for r in results],
+    }
+    _write_text(os.path.join(args.out, "agreement.json"),
+                json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
+    md = [f"# {title}", "", f"Criterion: {criterion_text()}.", "", format_markdown(lines), "",
+          *[f"- {s}" for s in summary], *[f"- {d}: skipped ({r})" for d, r in skipped_devices.items()], ""]
+    _write_text(os.path.join(args.out, "agreement.md"), "\n".join(md))
+    print(f"wrote {os.path.join(args.out, 'agreement.json')} and {os.path.join(args.out, 'agreement.md')}")
+    ok = all(r.passed for r in results if not r.skipped) and all(s for s, _ in repeats.values())
+    return 0 if ok else 1
+
+
+def run_drift(args):
+    runs = []
+    for device in args.devices:
+        reason = _device_reason(device)
+        if reason:
+            print(f"{device}: skipped ({reason})")
+            continue
+        start = time.perf_counter()
+        run = drift(args.backends, device, args.steps, args.batch_size, args.seed)
+        run["seconds"] = round(time.perf_counter() - start, 2)
+        runs.append(run)
+    lines = []
+    for run in runs:
+        for name, reason in run["skipped"].items():
+            lines.append([name, run["device"], f"skipped: {reason}", "", "", ""])
+        for name, errs in run["errors"].items():
+            if errs:
+                worst = math.nan if any(math.isnan(e) for e in errs) else max(errs)
+                at_20 = errs[min(len(errs), DEFAULT_STEPS) - 1]
+                lines.append([name, run["device"], _fmt(errs[0]), _fmt(at_20), _fmt(errs[-1]), _fmt(worst)])
+            if name in run["failed"]:
+                lines.append([name, run["device"], f"error: {run['failed'][name]}", "", "", ""])
+    header = ["backend", "device", "step 1", f"step {min(args.steps, DEFAULT_STEPS)}",
+              f"step {args.steps}", "max over run"]
+    print(f"Max abs parameter error vs eager float64 over {args.steps} steps (batch {args.batch_size})")
+    print(format_text(lines, header))
+    data = {"quantity": "max abs parameter error vs eager float64 after each step",
+            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "runs": runs}
+    _write_text(os.path.join(args.out, "drift.json"), json.dumps(_jsonable(data), allow_nan=False) + "\n")
+    plot_drift(runs, os.path.join(args.out, "drift.png"))
+    print(f"wrote {os.path.join(args.out, 'drift.json')} and {os.path.join(args.out, 'drift.png')}")
+    bad = any(run["failed"] for run in runs) or any(
+        not math.isfinite(e) for run in runs for errs in run["errors"].values() for e in errs[-1:])
+    return 1 if bad else 0
+
+
+def main(argv=None):
+    try:
+        args = parse_args(argv)
+    except UsageError as error:
+        print(f"python -m bench.agreement: error: {error}", file=sys.stderr)
+        return 2
+    threads = args.threads or (1 if args.drift else None)
+    if threads:
+        torch.set_num_threads(threads)
+    return run_drift(args) if args.drift else run_check(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

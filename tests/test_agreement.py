@@ -1,0 +1,280 @@
+"""Agreement across backends with eager float64 (bench/agreement.py), and that the check can fail."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import model
+from bench import agreement, backends
+from bench.backends import eager
+
+STEPS = agreement.DEFAULT_STEPS  # 20
+BATCH = agreement.DEFAULT_BATCH_SIZE  # one batch size everywhere: compile compiles once per shape
+PARAMS = list(model.make_net(0).state_dict())
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread for this module: on a busy 2-core machine two spinning OpenMP threads
+    made each tiny step 10-30x slower (the whole file took minutes). What is checked is the same."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def all_results():
+    """One check of every backend available on CPU; torch.compile compiles once for the module."""
+    names = [n for n in backends.CONFIGS if not backends.unavailable(n, "cpu")]
+    return {r.backend: r for r in agreement.check(names, "cpu", steps=STEPS, batch_size=BATCH)}
+
+
+def quantities(result, step):
+    return {row.quantity for row in result.rows if row.step == step}
+
+
+# (a) every available backend agrees with float64 after 20 steps --------------------------------
+
+def test_backend_agrees_with_float64(backend, all_results):
+    result = all_results[backend]
+    failing = [(r.quantity, r.step, r.max_abs, r.note) for r in result.rows if not r.passed]
+    assert result.passed, f"{backend}: {result.error or failing}"
+    assert agreement.status(result) == "pass"
+    assert result.max_abs_error is not None and result.max_abs_error < 1e-6
+    for step in (1, STEPS):  # everything was compared, at both steps
+        expected = {"loss", "output", *(f"param {p}" for p in PARAMS)}
+        exposed = "gradients" not in quantities(result, step)  # onnxruntime: one "not exposed" row
+        expected |= {f"grad {p}" for p in PARAMS} if exposed else {"gradients"}
+        assert quantities(result, step) == expected
+
+
+# (b) two eager float32 runs are bit-identical ---------------------------------------------------
+
+def test_two_eager_runs_are_bit_identical():
+    identical, detail = agreement.repeat_identical("cpu", steps=STEPS, batch_size=BATCH)
+    assert identical, detail
+
+
+class Jittery(eager.Runner):
+    """Every other instance's learning rate is one float32 ulp higher: two runs are not identical."""
+
+    count = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        Jittery.count += 1
+        if Jittery.count % 2 == 0:
+            lr = torch.tensor(model.LEARNING_RATE, dtype=torch.float32)
+            self.optimizer.param_groups[0]["lr"] = torch.nextafter(lr, torch.tensor(1.0)).item()
+
+
+def test_repeat_check_sees_a_one_ulp_difference():
+    identical, detail = agreement.repeat_identical("cpu", steps=3, batch_size=BATCH, factory=Jittery)
+    assert not identical
+    assert "param" in detail
+
+
+# (c) the check catches wrong backends -----------------------------------------------------------
+
+class LearningRateOff(eager.Runner):
+    """The learning rate 1% too high."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.optimizer.param_groups[0]["lr"] = model.LEARNING_RATE * 1.01
+
+
+class GradientDropped(eager.Runner):
+    """conv1.bias never updated: its gradient is dropped before the SGD step."""
+
+    def train_step(self, x, target):
+        self.optimizer.zero_grad()
+        loss = model.loss_fn(self.net(x), target)
+        loss.backward()
+        self.net.conv1.bias.grad = None  # SGD skips a parameter without a gradient
+        self.optimizer.step()
+        return loss.detach()
+
+
+class HalfPrecision(eager.Runner):
+    """The forward (training and inference) computed in bfloat16, cast back to float32."""
+
+    def train_step(self, x, target):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return super().train_step(x, target)
+
+    def forward(self, x):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return super().forward(x).float()
+
+
+class BiasIgnored(eager.Runner):
+    """forward() (inference only) leaves out fc3's bias; training is right."""
+
+    @torch.no_grad()
+    def forward(self, x):
+        params = {k: v for k, v in self.net.named_parameters()}
+        params["fc3.bias"] = torch.zeros_like(params["fc3.bias"])
+        return torch.func.functional_call(self.net, params, (x,))
+
+
+WRONG = {"lr off by 1%": LearningRateOff, "conv1.bias gradient dropped": GradientDropped,
+         "bfloat16 forward": HalfPrecision, "fc3.bias ignored in forward": BiasIgnored}
+
+
+@pytest.fixture(scope="module")
+def wrong_results():
+    results = agreement.check([], "cpu", steps=STEPS, batch_size=BATCH, extra=WRONG)
+    return {r.backend: r for r in results}
+
+
+@pytest.mark.parametrize("name", list(WRONG))
+def test_wrong_backend_is_caught(name, wrong_results):
+    result = wrong_results[name]
+    assert result.error is None
+    assert not result.passed
+    assert agreement.status(result) == "FAIL"
+    failing = {row.quantity for row in result.rows if not row.passed}
+    assert failing
+    if name == "fc3.bias ignored in forward":  # only the forward pass is wrong, and only it fails
+        assert failing == {"output"}
+    if name == "conv1.bias gradient dropped":
+        assert {"param conv1.bias", "grad conv1.bias"} <= failing
+
+
+def test_rows_report_errors_and_ratios(wrong_results):
+    rows = {(r.quantity, r.step): r for r in wrong_results["lr off by 1%"].rows}
+    row = rows[("param fc3.bias", STEPS)]
+    assert not row.passed and row.note == "too far from float64"
+    assert 1e-5 < row.max_abs < 1e-3 and row.max_rel > 0 and row.rmse_ratio > 100
+    assert wrong_results["lr off by 1%"].max_abs_error >= row.max_abs
+
+
+# (d) NaN or inf: reported as non-finite, never a pass -------------------------------------------
+
+def poisoned_batches(value, at_step, tensor):
+    def make(step):
+        x, target = agreement._default_batch(BATCH, 0)(step)
+        if step == at_step:
+            (x if tensor == "input" else target).view(-1)[5] = value
+        return x, target
+    return make
+
+
+@pytest.mark.parametrize("value,tensor", [(math.nan, "input"), (math.inf, "target")])
+def test_nonfinite_batch_is_reported_and_fails(value, tensor):
+    [result] = agreement.check(["eager"], "cpu", steps=3, batch_size=BATCH,
+                               make_batch=poisoned_batches(value, 2, tensor))
+    assert not result.passed
+    assert agreement.status(result) == "FAIL: non-finite"
+    after = [row for row in result.rows if row.step == 3]
+    assert after and all(not row.passed for row in after)
+    assert all(row.note.startswith("non-finite") for row in after)
+    assert any(row.note == "non-finite (NaN/inf) in backend and float64 reference" for row in after)
+    assert all(row.passed for row in result.rows if row.step == 1)  # step 1 was clean
+
+
+class NaNAfterStepTwo(eager.Runner):
+    """A backend that alone goes NaN: the reference stays finite."""
+
+    steps = 0
+
+    def train_step(self, x, target):
+        loss = super().train_step(x, target)
+        self.steps += 1
+        if self.steps == 2:
+            with torch.no_grad():
+                self.net.fc2.weight[0, 0] = math.nan
+        return loss
+
+
+def test_nan_in_backend_only_is_reported():
+    [result] = agreement.check([], "cpu", steps=3, batch_size=BATCH, extra={"nan": NaNAfterStepTwo})
+    assert not result.passed and result.nonfinite
+    notes = {row.quantity: row.note for row in result.rows if row.step == 3}
+    assert notes["param fc2.weight"] == "non-finite (NaN/inf) in backend"
+    assert notes["output"] == "non-finite (NaN/inf) in backend"
+    assert math.isnan(result.max_abs_error)
+
+
+def test_nan_never_matches_nan():
+    nan = torch.tensor([math.nan, 1.0], dtype=torch.float64)
+    row = agreement.compare("x", 1, nan.clone(), nan.clone(), nan.clone())
+    assert not row.passed and row.note.startswith("non-finite")
+
+
+# (e) the command ---------------------------------------------------------------------------------
+
+def test_command_writes_json_and_markdown(tmp_path, capsys):
+    code = agreement.main(["--backends", "eager", "--devices", "cpu,cuda", "--steps", "3",
+                           "--batch-size", str(BATCH), "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "param conv1.weight" in out and "bit-identical" in out
+    if not torch.cuda.is_available():
+        assert "cuda: skipped (CUDA is not available" in out
+    data = json.loads((tmp_path / "agreement.json").read_text())
+    [result] = data["results"]
+    assert result["backend"] == "eager" and result["status"] == "pass"
+    assert {(r["quantity"], r["step"]) for r in result["rows"]} >= {("loss", 1), ("loss", 3), ("output", 3)}
+    assert data["eager_repeat"]["cpu"]["bit_identical"] is True
+    md = (tmp_path / "agreement.md").read_text()
+    assert "| eager | cpu | param fc3.bias | 3 |" in md
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def test_command_exits_nonzero_on_disagreement(tmp_path, monkeypatch, capsys):
+    real = agreement.backend_factory  # "torchscript" made wrong; the eager reference and baseline not
+    monkeypatch.setattr(agreement, "backend_factory",
+                        lambda name: LearningRateOff if name == "torchscript" else real(name))
+    code = agreement.main(["--backends", "torchscript", "--devices", "cpu", "--steps", "5",
+                           "--batch-size", str(BATCH), "--out", str(tmp_path)])
+    assert "torchscript on cpu: FAIL" in capsys.readouterr().out
+    assert code == 1
+    assert json.loads((tmp_path / "agreement.json").read_text())["results"][0]["status"] == "FAIL"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--backends", "eager,nope"], "unknown backend 'nope'; choose from: eager"),
+    (["--devices", "tpu"], "unknown device 'tpu'; choose from: cpu, cuda"),
+    (["--steps", "0"], "--steps: expected a positive integer, got '0'"),
+])
+def test_bad_arguments_give_one_line(args, message, capsys, tmp_path):
+    assert agreement.main([*args, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_argument_from_the_shell_has_no_traceback(tmp_path):
+    command = [sys.executable, "-m", "bench.agreement", "--backends", "nope", "--out", str(tmp_path)]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    assert "unknown backend 'nope'; choose from:" in proc.stderr
+
+
+# issue 8: the long run, short here ----------------------------------------------------------------
+
+def test_drift_records_every_step(tmp_path, capsys):
+    code = agreement.main(["--drift", "--steps", "30", "--backends", "eager,torchscript", "--devices", "cpu",
+                           "--batch-size", str(BATCH), "--out", str(tmp_path)])
+    assert code == 0
+    [run] = json.loads((tmp_path / "drift.json").read_text())["runs"]
+    assert set(run["errors"]) == {"eager", "torchscript"}
+    for errs in run["errors"].values():
+        assert len(errs) == 30 and all(0 < e < 1e-6 for e in errs)
+    assert run["errors"]["eager"] == run["errors"]["torchscript"]  # the same kernels here
+    png = (tmp_path / "drift.png").read_bytes()
+    assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_drift_grows_for_a_wrong_backend():
+    run = agreement.drift(["eager"], "cpu", steps=10, batch_size=BATCH, extra={"lr off": LearningRateOff})
+    assert run["errors"]["lr off"][-1] > 100 * run["errors"]["eager"][-1]
+    assert run["errors"]["lr off"][-1] > run["errors"]["lr off"][0]
