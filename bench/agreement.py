@@ -300,7 +300,9 @@ def repeat_identical(device="cpu", steps=DEFAULT_STEPS, batch_size=DEFAULT_BATCH
     differences = []
     for step in range(1, steps + 1):
         x, target = (t.to(device) for t in make_batch(step))
-        a, b = (_observe(r, r.train_step(x, target), x_fixed, names, dtype=None) for r in runs)
+        # cuDNN picks among non-deterministic algorithms unless told not to
+        with torch.backends.cudnn.flags(enabled=True, deterministic=True, allow_tf32=False):
+            a, b = (_observe(r, r.train_step(x, target), x_fixed, names, dtype=None) for r in runs)
         for quantity in a:
             va, vb = a[quantity], b.get(quantity)
             if (va is None) != (vb is None) or (va is not None and not (

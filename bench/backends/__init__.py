@@ -1,7 +1,7 @@
 """The backends, one module each, all with the same small surface.
 
 A backend module defines:
-  unavailable(device) -> str | None   why it cannot run on that device here, or None
+  unavailable(device, **options) -> str | None   why it cannot run there, or None
   Runner(state_dict, device, dtype, **options), with
     train_step(x, target) -> loss      one full step: gradients, backward, SGD update
     forward(x) -> output               inference, no autograd
@@ -16,10 +16,17 @@ import importlib
 
 import torch
 
+# float32 means float32 here: cuDNN would otherwise run convolutions in TF32 on Ampere and
+# later GPUs, and the timed step would not be the step the agreement check verifies.
+torch.backends.cudnn.allow_tf32 = False
+torch.backends.cuda.matmul.allow_tf32 = False
+
 # name -> (module in bench.backends, options for its Runner)
 CONFIGS = {
     "eager": ("eager", {}),
-    "compile": ("compile", {}),
+    "compile": ("compile", {}),  # the Net's convolutions and pools lowered to im2col, C++ wrapper on CPU
+    "compile-aten": ("compile", {"im2col": False, "cpp_wrapper": False}),  # torch.compile's defaults
+    "compile-cudagraphs": ("compile", {"mode": "reduce-overhead"}),  # CUDA graphs; CUDA only
     "torchscript": ("torchscript", {}),
     "onnxruntime": ("onnxruntime", {}),
 }
@@ -38,8 +45,8 @@ def unavailable(name, device):
     check_choice("device", device, DEVICES)
     if device == "cuda" and not torch.cuda.is_available():
         return "CUDA is not available (no GPU, or a CPU-only torch build)"
-    module_name, _ = CONFIGS[name]
-    return importlib.import_module(f"bench.backends.{module_name}").unavailable(device)
+    module_name, options = CONFIGS[name]
+    return importlib.import_module(f"bench.backends.{module_name}").unavailable(device, **options)
 
 
 def create(name, state_dict, device="cpu", dtype=torch.float32):

@@ -2,20 +2,48 @@
 
 How the step is captured: Dynamo does not trace `loss.backward()` (only compiled
 autograd would), so the step is written functionally instead:
-`torch.func.grad_and_value` over `functional_call` gives the loss and the gradients,
+`torch.func.grad_and_value` over the Net's forward gives the loss and the gradients,
 and the SGD update `p -= lr * g` is applied in place to the parameter tensors. The
 whole step, forward + backward + update, is one graph (`fullgraph=True`) that
 Inductor compiles and fuses as a unit. It is the same arithmetic as the tutorial's
 zero_grad / backward / SGD(lr=0.01).step() loop: gradients start from zero each step.
+Parameters go in as a flat tuple (cheaper guards than a dict).
+
+Options:
+  mode        torch.compile mode: "default", "max-autotune-no-cudagraphs", "max-autotune",
+              or "reduce-overhead" (CUDA graphs, CUDA only)
+  cpp_wrapper Inductor calls its kernels from generated C++, not Python (less overhead);
+              None (default) means on for CPU, off for CUDA
+  im2col      while the Net runs, its convolutions are lowered to k*k shifted slices + one
+              matmul and its 2x2 max-pools to a reshape + amax (a TorchFunctionMode, so the
+              Net itself stays the one definition), so Inductor fuses the im2col, bias,
+              relu and pooling, and their backward, into its own kernels instead of calling
+              aten's convolution and max-pool kernels. Same sums in another order: agrees
+              with eager to ~1e-7. At a tie inside a pooling window amax splits the gradient
+              where max-pool picks one input; after a relu the only likely ties are zeros,
+              whose gradient the relu zeroes anyway.
 """
 
+import contextlib
+
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call, grad_and_value
+from torch.overrides import TorchFunctionMode
 
 import model
 
 
-def unavailable(device):
+# Every Runner (each configuration, device and dtype) and each batch size is its own
+# specialisation of the same step code object (dynamic=False); Dynamo's default limit of 8
+# per code object is too few for a suite that builds many of them in one process.
+torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
+torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 1024)
+
+
+def unavailable(device, mode="default", **options):
+    if mode == "reduce-overhead" and torch.device(device).type != "cuda":
+        return "CUDA graphs (mode='reduce-overhead') need a CUDA device"
     if not hasattr(torch, "compile"):
         return "this torch has no torch.compile"
     if torch.device(device).type == "cpu":
@@ -28,44 +56,103 @@ def unavailable(device):
     return None
 
 
+def conv2d_im2col(x, w, b):
+    """Valid, stride-1 conv2d as im2col (k*k shifted slices) and one batched matmul."""
+    n, c, h, wd = x.shape
+    o, _, k, _ = w.shape
+    ho, wo = h - k + 1, wd - k + 1
+    cols = torch.stack([x[:, :, i : i + ho, j : j + wo] for i in range(k) for j in range(k)], 2)
+    out = w.reshape(o, c * k * k) @ cols.reshape(n, c * k * k, ho * wo)
+    return (out + b[:, None]).reshape(n, o, ho, wo)
+
+
+def max_pool2x2(x):
+    """F.max_pool2d(x, 2) (floor mode) as a reshape and an amax."""
+    n, c, h, w = x.shape
+    x = x[:, :, : h // 2 * 2, : w // 2 * 2]
+    return x.reshape(n, c, h // 2, 2, w // 2, 2).amax((3, 5))
+
+
+def bind(names, args, kwargs):
+    return {**dict(zip(names, args)), **kwargs}
+
+
+ONE, ZERO, TWO = (1, (1, 1), [1, 1]), (0, (0, 0), [0, 0]), (2, (2, 2), [2, 2])
+
+
+class Im2colLowering(TorchFunctionMode):
+    """Runs F.conv2d (stride 1, no padding) as conv2d_im2col and F.max_pool2d (2x2) as
+    max_pool2x2; any other call, or other arguments, run unchanged."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.conv2d:
+            a = bind(["input", "weight", "bias", "stride", "padding", "dilation", "groups"], args, kwargs)
+            if (a.get("stride", 1) in ONE and a.get("padding", 0) in ZERO and a.get("dilation", 1) in ONE
+                    and a.get("groups", 1) == 1):
+                return conv2d_im2col(a["input"], a["weight"], a["bias"])
+        if func is F.max_pool2d:
+            a = bind(["input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices"],
+                     args, kwargs)
+            if (a["kernel_size"] in TWO and a.get("stride") in (None, [], *TWO)
+                    and a.get("padding", 0) in ZERO and a.get("dilation", 1) in ONE
+                    and not a.get("ceil_mode") and not a.get("return_indices")):
+                return max_pool2x2(a["input"])
+        return func(*args, **kwargs)
+
+
 class Runner:
-    def __init__(self, state_dict, device="cpu", dtype=torch.float32, mode="default", dynamic=False):
+    def __init__(self, state_dict, device="cpu", dtype=torch.float32, mode="default", cpp_wrapper=None,
+                 im2col=True):
         self.device, self.dtype = torch.device(device), dtype
-        self.net = model.Net().to(device=device, dtype=dtype)
-        self.net.load_state_dict(state_dict)
-        self.params = {k: v.detach() for k, v in self.net.named_parameters()}
+        net = model.Net().to(device=device, dtype=dtype)
+        net.load_state_dict(state_dict)
+        self.names = [name for name, _ in net.named_parameters()]
+        self.params = tuple(p.detach() for _, p in net.named_parameters())
         self.grads = None
+        self.cudagraphs = mode == "reduce-overhead"
+        if self.cudagraphs:  # parameters mutated in place inside a CUDA graph must have fixed addresses
+            for p in self.params:
+                torch._dynamo.mark_static_address(p)
 
-        def loss_of(params, x, target):
-            return model.loss_fn(functional_call(self.net, params, (x,)), target)
+        def forward(params, x):
+            with Im2colLowering() if im2col else contextlib.nullcontext():
+                return functional_call(net, dict(zip(self.names, params)), (x,))
 
-        loss_and_grads = grad_and_value(loss_of)
+        loss_and_grads = grad_and_value(lambda params, x, target: model.loss_fn(forward(params, x), target))
 
         def step(params, x, target):
             grads, loss = loss_and_grads(params, x, target)
-            for name, p in params.items():
-                p.sub_(grads[name], alpha=model.LEARNING_RATE)
+            for p, g in zip(params, grads):
+                p.sub_(g, alpha=model.LEARNING_RATE)
             return loss, grads
 
-        def infer(params, x):
-            return functional_call(self.net, params, (x,))
-
-        options = dict(mode=mode, dynamic=dynamic, fullgraph=True)
-        self._step = torch.compile(step, **options)
-        self._infer = torch.compile(infer, **options)
+        if cpp_wrapper is None:  # on for CPU, where the Python wrapper's overhead shows at small batches
+            cpp_wrapper = self.device.type == "cpu"
+        options = dict(torch._inductor.list_mode_options(mode), cpp_wrapper=cpp_wrapper)
+        self._step = torch.compile(step, dynamic=False, fullgraph=True, options=options)
+        self._infer = torch.compile(forward, dynamic=False, fullgraph=True, options=options)
 
     def train_step(self, x, target):
         model.check_input(x, target, dtype=self.dtype, device=self.device)
+        if self.cudagraphs:  # outputs live in the graph's memory until the next replay: copy them out
+            torch.compiler.cudagraph_mark_step_begin()
+            loss, grads = self._step(self.params, x, target)
+            self.grads = tuple(g.clone() for g in grads)
+            return loss.clone()
         loss, self.grads = self._step(self.params, x, target)
         return loss
 
     @torch.no_grad()
     def forward(self, x):
         model.check_input(x, dtype=self.dtype, device=self.device)
+        if self.cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+            return self._infer(self.params, x).clone()
         return self._infer(self.params, x)
 
     def parameters(self):
-        return dict(self.params)
+        return dict(zip(self.names, self.params))
 
     def gradients(self):
-        return self.grads
+        return None if self.grads is None else dict(zip(self.names, self.grads))
