@@ -33,7 +33,6 @@ from torch.overrides import TorchFunctionMode
 
 import model
 
-
 # Every Runner (each configuration, device and dtype) and each batch size is its own
 # specialisation of the same step code object (dynamic=False); Dynamo's default limit of 8
 # per code object is too few for a suite that builds many of them in one process.
