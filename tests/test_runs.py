@@ -79,3 +79,32 @@ def test_saving_never_overwrites_a_run_with_the_same_name(tmp_path):
     contents = sorted(json.loads(f.read_text())["run"] for f in saved_runs(tmp_path))
     assert contents == [1, 2]
     assert os.path.basename(saved_runs(tmp_path)[0]).startswith("0001_same")
+
+
+class FakeBenchmark:
+    """Stands in for pytest-benchmark's fixture: calls the timed callable once."""
+
+    def __init__(self):
+        self.group, self.extra_info = None, {}
+
+    def __call__(self, function):
+        return function()
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_benchmark_reports_non_finite_results(monkeypatch, bad):
+    import model
+    from bench import test_benchmarks
+    from bench.conftest import RunnerCache
+
+    make_batch = model.make_batch
+
+    def poisoned_batch(batch_size, **kwargs):
+        x, target = make_batch(batch_size, **kwargs)
+        x[0, 0, 0, 0] = bad
+        return x, target
+
+    monkeypatch.setattr(model, "make_batch", poisoned_batch)
+    with pytest.raises(AssertionError, match="eager produced non-finite values"):
+        test_benchmarks.run_benchmark(FakeBenchmark(), RunnerCache(check_agreement=False),
+                                      "train", "eager", 2, "cpu")
