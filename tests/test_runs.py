@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from bench import backends
 
@@ -108,3 +109,27 @@ def test_benchmark_reports_non_finite_results(monkeypatch, bad):
     with pytest.raises(AssertionError, match="eager produced non-finite values"):
         test_benchmarks.run_benchmark(FakeBenchmark(), RunnerCache(check_agreement=False),
                                       "train", "eager", 2, "cpu")
+
+
+@pytest.mark.parametrize("backend", ["eager", "onnxruntime"])
+def test_timed_training_step_updates_the_parameters_every_round(backend):
+    from bench import test_benchmarks
+    from bench.conftest import RunnerCache
+
+    reason = backends.unavailable(backend, "cpu")
+    if reason:
+        pytest.skip(reason)
+    cache = RunnerCache(check_agreement=False)
+    runner = cache.get(backend, "cpu")[0]
+    snapshots = []
+
+    class RoundsBenchmark(FakeBenchmark):
+        def __call__(self, function):
+            for _ in range(3):
+                function()
+                snapshots.append({k: v.clone() for k, v in runner.parameters().items()})
+            return function()
+
+    test_benchmarks.run_benchmark(RoundsBenchmark(), cache, "train", backend, 4, "cpu")
+    for before, after in zip(snapshots, snapshots[1:]):
+        assert all(not torch.equal(before[k], after[k]) for k in before)
