@@ -222,6 +222,18 @@ def _reference_factories():
     }
 
 
+def _check_arguments(backend_names, device, steps):
+    """The backends to run (default: all); ValueError naming the valid choices otherwise."""
+    if backend_names is None:
+        backend_names = list(backends.DEFAULT_CONFIGS)
+    for name in backend_names:
+        backends.check_choice("backend", name, backends.CONFIGS)
+    backends.check_choice("device", device, backends.DEVICES)
+    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    return backend_names
+
+
 def check(backend_names=None, device="cpu", steps=DEFAULT_STEPS, batch_size=DEFAULT_BATCH_SIZE, seed=0,
           extra=None, make_batch=None):
     """Compare each backend with eager float64 after step 1 and after step `steps`.
@@ -231,13 +243,7 @@ def check(backend_names=None, device="cpu", steps=DEFAULT_STEPS, batch_size=DEFA
       check beside them (the tests inject wrong ones this way). make_batch: step -> (x, target)
       in float32 on the CPU, replacing the seeded batches (the tests inject NaN this way).
     """
-    if backend_names is None:
-        backend_names = list(backends.DEFAULT_CONFIGS)
-    for name in backend_names:
-        backends.check_choice("backend", name, backends.CONFIGS)
-    backends.check_choice("device", device, backends.DEVICES)
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    backend_names = _check_arguments(backend_names, device, steps)
 
     results, factories = {}, _reference_factories()
     for name in backend_names:
@@ -320,13 +326,7 @@ def drift(backend_names=None, device="cpu", steps=DEFAULT_DRIFT_STEPS, batch_siz
           extra=None):
     """Max abs parameter error vs eager float64 after every step, for each backend.
     Returns {"steps": n, "errors": {name: [per-step floats]}, "skipped": {...}, "failed": {...}}."""
-    if backend_names is None:
-        backend_names = list(backends.DEFAULT_CONFIGS)
-    for name in backend_names:
-        backends.check_choice("backend", name, backends.CONFIGS)
-    backends.check_choice("device", device, backends.DEVICES)
-    if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    backend_names = _check_arguments(backend_names, device, steps)
     factories = {REFERENCE: (backend_factory("eager"), torch.float64)}
     skipped = {}
     for name in backend_names:

@@ -1,7 +1,8 @@
 """TorchScript: `torch.jit.script` of the Net; autograd and SGD run through the scripted module.
 
-TorchScript is deprecated: torch 2.13 warns on every script call, and removal has been
-proposed upstream. Only that one warning is silenced, only around the scripting call.
+The step itself is eager's (zero_grad, forward, loss, backward, SGD step); only the module
+differs. TorchScript is deprecated: torch 2.13 warns on every script call, and removal has
+been proposed upstream. Only that one warning is silenced, only around the scripting call.
 """
 
 import warnings
@@ -9,6 +10,7 @@ import warnings
 import torch
 
 import model
+from bench.backends import eager
 
 
 def unavailable(device):
@@ -23,29 +25,10 @@ def script(net):
         return torch.jit.script(net)
 
 
-class Runner:
+class Runner(eager.Runner):
     def __init__(self, state_dict, device="cpu", dtype=torch.float32):
         self.device, self.dtype = torch.device(device), dtype
         net = model.Net().to(device=device, dtype=dtype)
         net.load_state_dict(state_dict)
         self.net = script(net)
         self.optimizer = model.make_optimizer(self.net.parameters())
-
-    def train_step(self, x, target):
-        model.check_input(x, target, dtype=self.dtype, device=self.device)
-        self.optimizer.zero_grad()
-        loss = model.loss_fn(self.net(x), target)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
-
-    @torch.no_grad()
-    def forward(self, x):
-        model.check_input(x, dtype=self.dtype, device=self.device)
-        return self.net(x)
-
-    def parameters(self):
-        return {k: v.detach() for k, v in self.net.named_parameters()}
-
-    def gradients(self):
-        return {k: v.grad for k, v in self.net.named_parameters()}
