@@ -258,6 +258,8 @@ def render_markdown(run, charts):
                   markdown_table(["backend", "device", *(f"batch {b}" for b in batches)], main_rows),
                   "<!-- main-table:end -->", ""]
 
+    lines += targets_section(run)
+
     header = ["backend", "batch", "median ms", "IQR ms", "vs eager", "GFLOP/s", "of sgemm",
               "setup s", "first call s", "agreement"]
     for mode, device in groups_of(run):
@@ -285,6 +287,46 @@ def render_markdown(run, charts):
         if (mode, device) in charts:
             lines += [f"![{title}, {device}]({charts[(mode, device)]})", ""]
     return "\n".join(lines)
+
+
+def targets_section(run):
+    """The project's performance targets, checked against this run's training-step rows.
+    Only backends that agree with the float64 reference count."""
+    lines = []
+    for device in sorted({key[1] for key in run["rows"] if key[0] == "train"}):
+        rows = {key: row for key, row in run["rows"].items()
+                if key[:2] == ("train", device) and not failed(row)}
+        speedups = {key: speedup(run, key) for key in rows if key[3] != BASELINE and speedup(run, key)}
+        table = []
+
+        batch_1 = [key for key in speedups if key[2] == 1]
+        if batch_1:
+            best = max(batch_1, key=speedups.get)
+            table.append(["batch-1 training step: the fastest backend at least 8x faster than eager",
+                          f"{best[3]} {num(speedups[best])}x", "yes" if speedups[best] >= 8 else "no"])
+
+        sgemm = run["sgemm"].get(device)
+        batch_256 = [key for key in rows if key[2] == 256]
+        if batch_256 and sgemm:
+            best = max(batch_256, key=lambda key: rows[key]["flops"] / rows[key]["median"])
+            share = rows[best]["flops"] / rows[best]["median"] / 1e9 / sgemm
+            table.append(["batch-256 training step: at least 50% of the same run's sgemm GFLOP/s",
+                          f"{best[3]} {num(100 * share)}% of {sgemm:.0f} GFLOP/s",
+                          "yes" if share >= 0.5 else "no"])
+
+        for backend, label, needed in [
+            ("compile", "torch.compile (default configuration) not slower than eager at any batch", 1.0),
+            ("onnxruntime", "ONNX Runtime training step faster than eager at every batch", 1.0 + 1e-9),
+        ]:
+            mine = {key[2]: value for key, value in speedups.items() if key[3] == backend}
+            if mine:
+                worst = min(mine, key=mine.get)
+                table.append([label, f"slowest {num(mine[worst])}x (batch {worst})",
+                              "yes" if mine[worst] >= needed else "no"])
+        if table:
+            lines += [f"## Performance targets, training step, {device}", "",
+                      markdown_table(["target", "measured in this run", "met"], table), ""]
+    return lines
 
 
 # -----------------------------------------------------------------------------

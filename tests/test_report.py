@@ -135,6 +135,18 @@ def test_report_writes_markdown_and_charts(tmp_path, capsys):
     assert "0001_" in (out / "REPORT.md").read_text()
 
 
+def test_report_checks_the_performance_targets(tmp_path):
+    storage, out = tmp_path / "benchmarks", tmp_path / "results"
+    medians = {**MEDIANS, ("train", 1, "compile"): 0.1e-3, ("train", 64, "compile"): 7.0e-3}
+    save(storage, 1, run_data(medians=medians))
+    assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
+    text = (out / "REPORT.md").read_text()
+    assert ("| batch-1 training step: the fastest backend at least 8x faster than eager "
+            "| compile 10.00x | yes |") in text
+    assert "| torch.compile (default configuration) not slower than eager at any batch | slowest 0.86x " \
+        "(batch 64) | no |" in text
+
+
 def test_report_marks_a_disagreeing_backend(tmp_path):
     storage, out = tmp_path / "benchmarks", tmp_path / "results"
     extra = {"compile": {"agreement": "FAIL", "agreement_max_abs_error": 0.03},
