@@ -7,6 +7,10 @@ turn with its own IOBinding prepared once, so a step binds only the batch and ru
 
 Export and session creation happen once, in __init__ (their times in `export_seconds` and
 `session_seconds`); the session options are in `info`. float32 only.
+
+`profile_prefix` (optional) turns on ONNX Runtime's own profiler for both sessions: each writes
+a JSON trace named `<profile_prefix>_<date>.json` (the train session's path comes back from
+`train_session.end_profiling()`); bench.profile uses it. Off by default.
 """
 
 import time
@@ -85,7 +89,7 @@ def session_options(threads=None):
 
 
 class Runner:
-    def __init__(self, state_dict, device="cpu", dtype=torch.float32, opset=None):
+    def __init__(self, state_dict, device="cpu", dtype=torch.float32, opset=None, profile_prefix=None):
         if dtype != torch.float32:
             raise ValueError(f"onnxruntime backend: float32 only, got {dtype}")
         from export import train_graph
@@ -103,6 +107,9 @@ class Runner:
         self.export_seconds = time.perf_counter() - start
         self._provider = provider = PROVIDERS[self.device.type]
         self._options = options = session_options()
+        if profile_prefix:  # ONNX Runtime's per-node profiler, from session creation on
+            options.enable_profiling = True
+            options.profile_file_prefix = str(profile_prefix)
         self._inference = inference
         start = time.perf_counter()
         # On CUDA, ONNX Runtime places any node its CUDA provider lacks on the CPU provider.

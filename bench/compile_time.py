@@ -1,0 +1,264 @@
+"""Compile time, cold and warm: results/compile_time.json and results/compile_time.md.
+
+    python -m bench.compile_time                                   # compile, compile-aten, onnxruntime
+    python -m bench.compile_time --backends compile --batch-size 1 --out /tmp/ct
+
+Each backend runs in two fresh Python processes (`sys.executable -c ...`) that share one
+TORCHINDUCTOR_CACHE_DIR, a new empty temporary folder per backend:
+
+  cold  the folder is empty: Dynamo traces, AOTAutograd and Inductor compile, the C++ compiler runs.
+  warm  the same folder again: Inductor's FX-graph cache (and AOTAutograd's cache, and the compiled
+        kernels on disk) can hit, while Dynamo still traces in the new process.
+
+Each process times building the runner (for onnxruntime: the ONNX export and the session creation,
+from the Runner's own `export_seconds` and `session_seconds`), the first `train_step` (for
+torch.compile: compiling the step), the first `forward` after it (compiling the inference graph;
+for onnxruntime: rebuilding its forward session with the trained weights), and one later call of
+each for scale. Inductor's cache hit/miss counters are recorded from the same process, so a
+"warm" row that did not hit shows it. Both files are written atomically; nothing else is touched.
+"""
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime
+
+from bench import backends
+from bench.report import markdown_table, write_atomic
+
+DEFAULT_BACKENDS = ["compile", "compile-aten", "onnxruntime"]
+DEFAULT_BATCH_SIZE = 64
+CHILD_TIMEOUT = 600  # seconds per process
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+# Runs in the child process: argv = [backend, batch size]; prints one JSON line last.
+CHILD = r"""
+import json, sys, time
+start = time.perf_counter()
+import torch
+import model
+from bench import backends
+imported = time.perf_counter() - start
+name, batch = sys.argv[1], int(sys.argv[2])
+state = model.make_net().state_dict()
+x, target = model.make_batch(batch)
+
+def timed(call):
+    t = time.perf_counter()
+    call()
+    return time.perf_counter() - t
+
+t = time.perf_counter()
+runner = backends.create(name, state, "cpu")
+row = {"import_s": imported, "create_s": time.perf_counter() - t}
+row["export_s"] = getattr(runner, "export_seconds", None)
+row["session_s"] = getattr(runner, "session_seconds", None)
+row["first_train_step_s"] = timed(lambda: runner.train_step(x, target))
+row["next_train_step_s"] = timed(lambda: runner.train_step(x, target))
+row["first_forward_s"] = timed(lambda: runner.forward(x))
+row["next_forward_s"] = timed(lambda: runner.forward(x))
+from torch._dynamo.utils import counters
+row["cache"] = {f"{group}.{key}": int(value) for group in ("inductor", "aot_autograd")
+                for key, value in sorted(counters[group].items())
+                if "cache" in key and ("hit" in key or "miss" in key or "bypass" in key)}
+row["threads"] = torch.get_num_threads()
+row["torch"] = torch.__version__
+print("RESULT " + json.dumps(row))
+"""
+
+
+class UsageError(Exception):
+    """A bad command line, reported as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        raise UsageError(message)
+
+
+def positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def measure(backend, batch_size, cache_dir):
+    """Run one fresh process for `backend` with TORCHINDUCTOR_CACHE_DIR=cache_dir; its result row.
+
+    On failure the row holds "error" (the child's last stderr line) and no timings.
+    """
+    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    start = time.perf_counter()
+    try:
+        done = subprocess.run([sys.executable, "-c", CHILD, backend, str(batch_size)], cwd=ROOT, env=env,
+                              capture_output=True, text=True, timeout=CHILD_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {CHILD_TIMEOUT} s", "process_s": time.perf_counter() - start}
+    process = time.perf_counter() - start
+    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
+    if done.returncode != 0 or not lines:
+        errors = [line for line in done.stderr.strip().splitlines() if line.strip()]
+        return {"error": f"exit {done.returncode}: " + (errors[-1] if errors else "no result"),
+                "process_s": process}
+    row = json.loads(lines[-1].removeprefix("RESULT "))
+    row["process_s"] = process
+    return row
+
+
+def run(backend_names, batch_size, measure_one=measure):
+    """Cold then warm rows for each backend; each backend gets its own fresh Inductor cache folder."""
+    rows = []
+    for name in backend_names:
+        with tempfile.TemporaryDirectory(prefix=f"lenet-inductor-{name}-") as cache_dir:
+            for run_kind in ("cold", "warm"):
+                if run_kind == "cold" and os.listdir(cache_dir):
+                    raise RuntimeError(f"{cache_dir} is not empty before the cold run")
+                row = {"backend": name, "run": run_kind, "batch_size": batch_size}
+                row.update(measure_one(name, batch_size, cache_dir))
+                rows.append(row)
+                print(f"{name:13s} {run_kind}: " + (row["error"] if "error" in row else
+                      f"first train_step {secs(row.get('first_train_step_s'))} s, "
+                      f"first forward {secs(row.get('first_forward_s'))} s"), flush=True)
+    return rows
+
+
+# -----------------------------------------------------------------------------
+# output
+
+def secs(value):
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return "-"
+    return f"{value:.3g}" if value >= 0.01 else f"{value:.2g}"
+
+
+def ms(value):
+    return f"{value * 1e3:.3g}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
+
+
+def cache_text(row):
+    """Inductor's FX-graph and AOTAutograd cache hits and misses in that process."""
+    cache = row.get("cache") or {}
+    parts = []
+    for label, prefix in (("FX graph", "inductor.fxgraph_cache_"),
+                          ("AOTAutograd", "aot_autograd.autograd_cache_")):
+        hit, miss = cache.get(prefix + "hit", 0), cache.get(prefix + "miss", 0)
+        if hit or miss:
+            parts.append(f"{label} {hit} hit / {miss} miss")
+    return "; ".join(parts) or "-"
+
+
+HEADER = ["backend", "run", "setup s", "export s", "session s", "first train_step s", "first forward s",
+          "later train_step ms", "later forward ms", "process s", "Inductor cache"]
+
+
+def table_rows(rows):
+    out = []
+    for row in rows:
+        if "error" in row:
+            out.append([row["backend"], row["run"], f"error: {row['error']}"] + [""] * (len(HEADER) - 3))
+            continue
+        out.append([row["backend"], row["run"], secs(row.get("create_s")), secs(row.get("export_s")),
+                    secs(row.get("session_s")), secs(row.get("first_train_step_s")),
+                    secs(row.get("first_forward_s")), ms(row.get("next_train_step_s")),
+                    ms(row.get("next_forward_s")), secs(row.get("process_s")), cache_text(row)])
+    return out
+
+
+def text_table(header, rows):
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+             for line in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def render_markdown(data):
+    s = data["settings"]
+    return "\n".join([
+        "# Compile time, cold and warm",
+        "",
+        f"- Date: {s['date']}; torch {s.get('torch', '?')}, {s.get('threads', '?')} torch threads, "
+        f"batch {s['batch_size']}, CPU",
+        f"- Reproduce: `{s['command']}`",
+        "- Each row is one fresh Python process. *cold*: TORCHINDUCTOR_CACHE_DIR is a new empty folder; "
+        "*warm*: a second process with the same folder, so Inductor's FX-graph and AOTAutograd caches "
+        "and its compiled kernels can hit (Dynamo still traces anew in every process).",
+        "- setup: building the runner (onnxruntime: ONNX export + session creation, split in the next two "
+        "columns). first train_step / first forward: the first call of each, which for torch.compile is "
+        "the compilation (the forward is its own graph, compiled on its first call after training; for "
+        "onnxruntime the first forward rebuilds its inference session with the trained weights). "
+        "later: the next call, for scale. process: the whole child process, Python start-up and imports "
+        "included.",
+        "",
+        markdown_table(HEADER, table_rows(data["rows"])),
+        "",
+    ])
+
+
+def parse_args(argv):
+    parser = Parser(prog="python -m bench.compile_time", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default=None,
+                        help=f"comma-separated (default: those of {','.join(DEFAULT_BACKENDS)} available "
+                             f"on CPU); choices: {', '.join(backends.CONFIGS)}")
+    parser.add_argument("--batch-size", type=positive, default=DEFAULT_BATCH_SIZE,
+                        help="batch size of the compiled step (default: %(default)s)")
+    parser.add_argument("--out", default="results",
+                        help="folder for compile_time.json and compile_time.md (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.backends is None:
+        args.backends = [name for name in DEFAULT_BACKENDS if not backends.unavailable(name, "cpu")]
+        return args
+    names = [name.strip() for name in args.backends.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--backends: empty; choose from: " + ", ".join(backends.CONFIGS))
+    for name in names:
+        try:
+            backends.check_choice("backend", name, backends.CONFIGS)
+        except ValueError as error:
+            raise UsageError(f"--backends: {error}") from None
+        reason = backends.unavailable(name, "cpu")
+        if reason:
+            raise UsageError(f"--backends: {name} cannot run on cpu: {reason}")
+    args.backends = list(dict.fromkeys(names))
+    return args
+
+
+def main(argv=None, measure_one=None):
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as error:
+        print(f"python -m bench.compile_time: error: {error}", file=sys.stderr)
+        return 2
+    command = (f"PYTHONPATH=. python -m bench.compile_time --backends {','.join(args.backends)} "
+               f"--batch-size {args.batch_size}")
+    rows = run(args.backends, args.batch_size, measure_one or measure)
+    good = [row for row in rows if "error" not in row]
+    settings = {"date": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "batch_size": args.batch_size, "backends": args.backends, "command": command,
+                "python": sys.version.split()[0],
+                "torch": good[0].get("torch") if good else None,
+                "threads": good[0].get("threads") if good else None}
+    data = {"settings": settings, "rows": rows}
+    os.makedirs(args.out, exist_ok=True)
+    json_path = os.path.join(args.out, "compile_time.json")
+    md_path = os.path.join(args.out, "compile_time.md")
+    write_atomic(json_path, lambda f: f.write((json.dumps(data, indent=2) + "\n").encode()))
+    write_atomic(md_path, lambda f: f.write(render_markdown(data).encode()))
+    print()
+    print(text_table(HEADER, table_rows(rows)))
+    print(f"wrote {json_path} and {md_path}")
+    return 1 if len(good) < len(rows) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

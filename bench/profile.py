@@ -1,0 +1,388 @@
+"""Where a training step's time goes, per backend and batch size: results/PROFILE.md.
+
+    python -m bench.profile                                  # every CPU backend, batch 1 and 256
+    python -m bench.profile --backends eager,onnxruntime --batch-sizes 1 --steps 5 --out /tmp/p
+
+For each backend and batch size, after a warm-up, the same process times `--steps` training
+steps without any profiler (three rounds), profiles `--steps` more, and times two more unprofiled
+rounds (wall = the median of the five round means). The profiler: torch.profiler (CPU activities,
+`key_averages()`) for the torch backends, ONNX Runtime's own profiler (its per-node JSON trace,
+summed by op type) for onnxruntime. The torch.compile backends are compiled with Inductor's
+`cpp.enable_kernel_profile`, so each generated C++ kernel shows up as its own range.
+
+"Op self time" is the time spent inside the ops themselves: aten operators (their self time,
+children excluded), Inductor's generated kernels and the aten kernels they call, ONNX Runtime's
+nodes. Wrapper ranges (autograd engine and node bookkeeping, optimizer annotations, Dynamo guards,
+the compiled-graph call) are not ops: what they hold beyond their children is Python, dispatch
+and framework overhead. Coverage = op self time per step / unprofiled wall time per step; the
+rest of the wall time is spent outside every op. The profiler itself adds a few microseconds
+per op, so at batch 1 coverage and the shares lean high.
+
+The ORT trace files are written into a temporary folder and removed. PROFILE.md is written
+atomically; nothing else in --out is touched.
+"""
+
+import argparse
+import collections
+import json
+import os
+import re
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+
+import torch
+
+import model
+from bench import backends
+from bench.report import markdown_table, write_atomic
+
+DEFAULT_BATCH_SIZES = [1, 256]
+DEFAULT_STEPS = 20
+WARMUP_STEPS = 5  # TorchScript's profiling executor specialises on its first runs
+TIMING_ROUNDS = (3, 2)  # unprofiled timing rounds before and after the profiled steps
+TOP_OPS = 8
+TORCH_BACKENDS = {"eager", "compile", "torchscript"}  # module names profiled with torch.profiler
+
+# Ranges that wrap ops rather than being ops: their self time is overhead outside any kernel.
+KERNEL_NAME = re.compile(r"^(aten::|prim::|aoti_torch_)|cpp_fused|^graph_\d+_|^triton_")
+
+# (category, pattern on the op name), first match wins; for the one-line summary.
+CATEGORIES = [
+    ("Inductor fused kernels", re.compile(r"cpp_fused|triton_")),  # first: their names list the ops fused
+    ("convolution backward", re.compile(r"conv\w*backward|ConvGrad|ConvTranspose", re.I)),
+    ("convolution", re.compile(r"conv", re.I)),  # in ONNX Runtime also the weight gradients' Conv
+    ("matmul (linear layers)", re.compile(r"(^|::|_)(addmm|mm|bmm|matmul)(_out)?$|Gemm|MatMul", re.I)),
+    ("max-pool", re.compile(r"max_?pool|amax", re.I)),
+    ("shape, copy and allocation ops", re.compile(
+        r"::(t|transpose|view|_?unsafe_view|as_strided|reshape|expand|detach|empty\w*|copy_|clone|"
+        r"contiguous|resize_|select|slice|stack|cat|permute|squeeze|unsqueeze|zeros\w*|fill_|zero_|"
+        r"_to_copy|to|resolve_conj|resolve_neg|alias|numpy_T|_reshape_alias)$|"
+        r"^(Shape|Slice|Unsqueeze|Squeeze|Reshape|Concat|Cast|Identity|Transpose|Expand|Gather|"
+        r"ConstantOfShape|Flatten|MemcpyToHost|MemcpyFromHost)$")),
+    ("reductions", re.compile(r"::(sum|mean|amax|max)$|^Reduce", re.I)),
+]
+OTHER = "elementwise and other ops"
+
+
+class UsageError(Exception):
+    """A bad command line, reported as one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, no usage block
+        raise UsageError(message)
+
+
+def positive(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_list(text):
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise argparse.ArgumentTypeError("empty list")
+    return [positive(item) for item in items]
+
+
+def backend_list(text, device="cpu"):
+    """Backends named on the command line; each must be known and runnable on `device`."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--backends: empty; choose from: " + ", ".join(backends.CONFIGS))
+    for name in names:
+        try:
+            backends.check_choice("backend", name, backends.CONFIGS)
+        except ValueError as error:
+            raise UsageError(f"--backends: {error}") from None
+        reason = backends.unavailable(name, device)
+        if reason:
+            raise UsageError(f"--backends: {name} cannot run on {device}: {reason}")
+    return list(dict.fromkeys(names))
+
+
+def available_backends(device="cpu"):
+    """(runnable, {name: why not}) over every configured backend."""
+    runnable, skipped = [], {}
+    for name in backends.CONFIGS:
+        reason = backends.unavailable(name, device)
+        if reason:
+            skipped[name] = reason
+        else:
+            runnable.append(name)
+    return runnable, skipped
+
+
+# -----------------------------------------------------------------------------
+# measuring
+
+def round_means(step, steps, rounds):
+    """The mean time of `steps` back-to-back steps, in seconds, for each of `rounds` rounds."""
+    means = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        means.append((time.perf_counter() - start) / steps)
+    return means
+
+
+def is_kernel(name):
+    return bool(KERNEL_NAME.search(name))
+
+
+def torch_ops(step, steps):
+    """{op name: (calls, self seconds)} over `steps` profiled steps, and the profiled wall time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]):  # discarded: the profiler's own first-use costs
+        for _ in range(min(steps, 2)):
+            step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        wall = time.perf_counter() - start
+    ops, overhead = {}, {}
+    for event in prof.key_averages():
+        entry = (event.count, event.self_cpu_time_total * 1e-6)
+        kernel = is_kernel(event.key) and not getattr(event, "is_user_annotation", False)
+        (ops if kernel else overhead)[event.key] = entry
+    return ops, overhead, wall
+
+
+def ort_node_times(trace, steps):
+    """{op type: (calls, seconds)} from an ONNX Runtime profile trace, over its last `steps` runs."""
+    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in trace
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    if len(runs) < steps:
+        raise RuntimeError(f"ONNX Runtime trace holds {len(runs)} runs, expected at least {steps}")
+    first = runs[-steps][0]
+    ops = collections.defaultdict(lambda: [0, 0.0])
+    for event in trace:
+        if event.get("cat") == "Node" and event.get("ts", -1) >= first:
+            op = event.get("args", {}).get("op_name") or event["name"]
+            ops[op][0] += 1
+            ops[op][1] += event["dur"] * 1e-6
+    return {op: tuple(value) for op, value in ops.items()}
+
+
+def ort_ops(state, x, target, steps, folder):
+    """Profile `steps` training steps of a fresh, profiled onnxruntime Runner (after a warm-up)."""
+    _, options = backends.CONFIGS["onnxruntime"]
+    from bench.backends import onnxruntime as ort_backend
+
+    runner = ort_backend.Runner(state, device="cpu", profile_prefix=os.path.join(folder, "ort"), **options)
+    try:
+        for _ in range(WARMUP_STEPS):
+            runner.train_step(x, target)
+        start = time.perf_counter()
+        for _ in range(steps):
+            runner.train_step(x, target)
+        wall = time.perf_counter() - start
+        path = runner.train_session.end_profiling()
+        with open(path, encoding="utf-8") as f:
+            trace = json.load(f)
+    finally:
+        del runner  # the forward session writes its own (empty) trace into `folder` as it goes
+    return ort_node_times(trace, steps), {}, wall
+
+
+def profile_backend(name, batch_sizes, steps, folder):
+    """One result dict per batch size for backend `name`."""
+    state = model.make_net().state_dict()
+    module_name, _ = backends.CONFIGS[name]
+    results = []
+    runner = None
+    if module_name == "compile":  # one RECORD_FUNCTION range per generated kernel
+        import torch._inductor.config as inductor_config
+
+        inductor_config.cpp.enable_kernel_profile = True
+    try:
+        runner = backends.create(name, state, "cpu")
+        for batch in batch_sizes:
+            x, target = model.make_batch(batch)
+
+            def step(x=x, target=target):
+                runner.train_step(x, target)
+
+            start = time.perf_counter()
+            for _ in range(WARMUP_STEPS):
+                step()
+            warmup = time.perf_counter() - start
+            means = round_means(step, steps, TIMING_ROUNDS[0])
+            if module_name == "onnxruntime":
+                ops, overhead, profiled = ort_ops(state, x, target, steps, folder)
+                tool = "ONNX Runtime profiler (per-node trace, summed by op type)"
+            else:
+                ops, overhead, profiled = torch_ops(step, steps)
+                tool = "torch.profiler (CPU), key_averages()"
+            # rounds on both sides of the profiled steps, so a drift in machine speed shows in both
+            wall = statistics.median(means + round_means(step, steps, TIMING_ROUNDS[1]))
+            results.append(summarise(name, batch, steps, wall, profiled / steps, ops, overhead, warmup, tool))
+    finally:
+        if module_name == "compile":
+            inductor_config.cpp.enable_kernel_profile = False
+    return results
+
+
+def summarise(name, batch, steps, wall, profiled_wall, ops, overhead, warmup, tool):
+    per_step = {op: (calls / steps, seconds / steps) for op, (calls, seconds) in ops.items()}
+    kernel = sum(seconds for _, seconds in per_step.values())
+    top = sorted(per_step.items(), key=lambda item: -item[1][1])
+    categories = collections.Counter()
+    for op, (_, seconds) in per_step.items():
+        label = next((label for label, pattern in CATEGORIES if pattern.search(op)), OTHER)
+        categories[label] += seconds
+    overhead_top = sorted(((op, seconds / steps) for op, (_, seconds) in overhead.items()),
+                          key=lambda item: -item[1])[:3]
+    return {
+        "backend": name, "batch": batch, "steps": steps, "wall": wall, "profiled_wall": profiled_wall,
+        "kernel": kernel, "coverage": kernel / wall, "top": top, "categories": categories.most_common(),
+        "overhead_top": overhead_top, "warmup": warmup, "tool": tool,
+    }
+
+
+# -----------------------------------------------------------------------------
+# output
+
+def us(seconds):
+    return f"{seconds * 1e6:,.0f}" if seconds >= 1e-5 else f"{seconds * 1e6:.1f}"
+
+
+def pct(fraction):
+    return f"{100 * fraction:.1f}%" if fraction < 0.1 else f"{100 * fraction:.0f}%"
+
+
+def op_label(name, width=72):
+    """An op's name for the tables: Inductor's per-graph prefix dropped, long fused names shortened."""
+    name = re.sub(r"^graph_\d+_", "", name)
+    return name if len(name) <= width else name[: width - 12] + "..." + name[-9:]
+
+
+def where_line(result):
+    profiled = result["profiled_wall"]
+    parts = ", ".join(f"{label} {pct(seconds / profiled)}" for label, seconds in result["categories"][:3])
+    line = (f"**Where the time goes:** {parts} of the profiled step. Op self times cover "
+            f"{pct(result['coverage'])} of the unprofiled wall time ({pct(result['kernel'] / profiled)} of "
+            f"the profiled step)")
+    if result["coverage"] <= 1:
+        line += (f"; the other {pct(1 - result['coverage'])} is Python/dispatch/framework overhead "
+                 f"outside any op.")
+    else:
+        line += ("; the whole step and more: the excess is the profiler's own cost inside the op times "
+                 "(and timing noise).")
+    if profiled > 1.5 * result["wall"]:
+        line += (f" The profiler slows this step {profiled / result['wall']:.1f}x, mostly inside the op "
+                 f"times: read the shares as proportions of the profiled step, not as absolute costs.")
+    return line
+
+
+def render(results, skipped, settings):
+    lines = [
+        "# Where the training step's time goes",
+        "",
+        f"- Date: {settings['date']}; torch {torch.__version__}, {settings['threads']} torch threads, "
+        f"{os.cpu_count()} CPUs",
+        f"- Reproduce: `{settings['command']}`",
+        f"- Each backend and batch size: {WARMUP_STEPS} warm-up steps; {settings['steps']} steps timed "
+        f"without a profiler {TIMING_ROUNDS[0]} times before and {TIMING_ROUNDS[1]} times after "
+        f"{settings['steps']} profiled steps (wall = the median of those {sum(TIMING_ROUNDS)} per-step "
+        f"means), all in one process.",
+        "- Coverage = the sum of all op self times per step / the unprofiled wall time per step: what "
+        "it leaves is time spent outside any op (Python, dispatch, autograd and framework bookkeeping). "
+        "Share = the op's self time / the profiled wall time per step (proportions within the profiled "
+        "step). A profiler adds its own cost per op, inside the op times, so at batch 1 coverage leans "
+        "high; ONNX Runtime's profiler (memory and thread statistics per node) adds so much that its "
+        "batch-1 coverage exceeds 100%: there, compare the profiled and unprofiled wall times instead. "
+        "torch.compile backends are profiled with Inductor's `cpp.enable_kernel_profile`, one range per "
+        "generated kernel.",
+        "",
+    ]
+    if skipped:
+        lines += ["Skipped: " + "; ".join(f"{name} ({reason})" for name, reason in skipped.items()), ""]
+    summary = []
+    for r in results:
+        top = (f"`{op_label(r['top'][0][0], 40)}` {pct(r['top'][0][1][1] / r['profiled_wall'])}"
+               if r["top"] else "-")
+        summary.append([r["backend"], r["batch"], us(r["wall"]), us(r["profiled_wall"]), us(r["kernel"]),
+                        pct(r["coverage"]), pct(r["kernel"] / r["profiled_wall"]), top])
+    lines += ["## Summary", "",
+              markdown_table(["backend", "batch", "wall us/step (no profiler)", "wall us/step (profiled)",
+                              "op self us/step", "coverage (of unprofiled wall)", "in ops (of profiled step)",
+                              "top op (share of profiled step)"], summary), ""]
+    for r in results:
+        rows = [[f"`{op_label(op)}`", f"{calls:g}", us(seconds), pct(seconds / r["profiled_wall"])]
+                for op, (calls, seconds) in r["top"][:TOP_OPS]]
+        lines += [f"## {r['backend']}, batch {r['batch']}", "",
+                  f"Wall time per step without the profiler: {us(r['wall'])} us "
+                  f"({us(r['profiled_wall'])} us profiled). Tool: {r['tool']}.", "",
+                  markdown_table(["op", "calls/step", "self us/step", "share of profiled step"], rows), ""]
+        if r["overhead_top"]:
+            lines += ["Largest non-op ranges (self time, us/step): "
+                      + ", ".join(f"`{op}` {us(seconds)}" for op, seconds in r["overhead_top"]), ""]
+        lines += [where_line(r), ""]
+    return "\n".join(lines)
+
+
+def parse_args(argv):
+    parser = Parser(prog="python -m bench.profile", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backends", default=None,
+                        help=f"comma-separated (default: every one available on CPU); "
+                             f"choices: {', '.join(backends.CONFIGS)}")
+    parser.add_argument("--batch-sizes", type=positive_list, default=DEFAULT_BATCH_SIZES,
+                        help="comma-separated positive batch sizes (default: 1,256)")
+    parser.add_argument("--steps", type=positive, default=DEFAULT_STEPS,
+                        help="training steps timed and profiled (default: %(default)s)")
+    parser.add_argument("--threads", type=positive, default=None,
+                        help="torch intra-op threads (default: torch's own choice)")
+    parser.add_argument("--out", default="results", help="folder for PROFILE.md (default: %(default)s)")
+    args = parser.parse_args(argv)
+    if args.backends is None:
+        args.backends, args.skipped = available_backends("cpu")
+    else:
+        args.backends, args.skipped = backend_list(args.backends), {}
+    return args
+
+
+def main(argv=None):
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except UsageError as error:
+        print(f"python -m bench.profile: error: {error}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = ("PYTHONPATH=. python -m bench.profile --backends " + ",".join(args.backends)
+               + f" --batch-sizes {','.join(map(str, args.batch_sizes))} --steps {args.steps}"
+               + (f" --threads {args.threads}" if args.threads else ""))
+    settings = {"date": datetime.now().astimezone().isoformat(timespec="seconds"),
+                "threads": torch.get_num_threads(), "steps": args.steps, "command": command}
+    results = []
+    with tempfile.TemporaryDirectory(prefix="lenet-ort-profile-") as folder:
+        for name in args.backends:
+            start = time.perf_counter()
+            for r in profile_backend(name, args.batch_sizes, args.steps, folder):
+                results.append(r)
+                top = r["top"][0] if r["top"] else ("-", (0, 0.0))
+                print(f"{name:13s} batch {r['batch']:4d}: {us(r['wall']):>8s} us/step, coverage "
+                      f"{pct(r['coverage'])}, top {top[0]} {pct(top[1][1] / r['profiled_wall'])}")
+            print(f"{name}: {time.perf_counter() - start:.1f} s")
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, "PROFILE.md")
+    text = render(results, args.skipped, settings)
+    write_atomic(path, lambda f: f.write(text.encode()))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
