@@ -30,6 +30,17 @@ VERSION_KEYS = ["python", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "on
                 "pytest-benchmark", "c++", "cuda"]
 
 
+# Written by other commands beside the report; linked from it when present.
+COMPANIONS = [
+    ("agreement.md", "every backend against float64 after 1 and 20 steps (`python -m bench.agreement`)"),
+    ("drift.png", "parameter error vs float64 over 1,000 steps (`bench.agreement --steps 1000 --drift`)"),
+    ("PROFILE.md", "where each backend's training step spends its time (`python -m bench.profile`)"),
+    ("compile_time.md", "compile, export and session time, cold and warm (`python -m bench.compile_time`)"),
+    ("net_structure.png", "the Net's layers and shapes (`python -m bench.draw_net`)"),
+    ("computation_graph.png", "the computation graph from input to loss (`python -m bench.draw_net`)"),
+]
+
+
 class RunError(Exception):
     """A problem the user must fix, reported as one line without a traceback."""
 
@@ -425,6 +436,10 @@ def write_report(run, out):
         charts[(mode, device)] = name
         written.append(os.path.join(out, name))
     text = render_markdown(run, charts)
+    companions = [(name, what) for name, what in COMPANIONS if os.path.exists(os.path.join(out, name))]
+    if companions:
+        text += "\n## More in this folder\n\n" + "\n".join(
+            f"- [{name}]({name}): {what}" for name, what in companions) + "\n"
     report = os.path.join(out, "REPORT.md")
     write_atomic(report, lambda f: f.write(text.encode()))
     return [report, *written]
