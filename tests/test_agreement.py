@@ -270,8 +270,14 @@ def test_drift_records_every_step(tmp_path, capsys):
     for errs in run["errors"].values():
         assert len(errs) == 30 and all(0 < e < 1e-6 for e in errs)
     assert run["errors"]["eager"] == run["errors"]["torchscript"]  # the same kernels here
+    assert run["criterion"] == {"eager": "pass", "torchscript": "pass"}  # judged after the last step
     png = (tmp_path / "drift.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_long_run_trains_on_one_fixed_batch():
+    batches = agreement.fixed_batch(BATCH, seed=3)
+    assert all(torch.equal(batches(1)[0], batches(step)[0]) for step in (2, 500))
 
 
 def test_drift_grows_for_a_wrong_backend():
