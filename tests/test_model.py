@@ -123,3 +123,23 @@ def test_cuda_is_skipped_with_its_reason_when_absent():
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert "CUDA is not available" in backends.unavailable("eager", "cuda")
+
+
+def test_eager_runner_is_the_tutorials_loop():
+    """The float64 reference of the agreement check is the eager runner, so it must be exactly
+    the tutorial's loop: zero_grad, forward, MSE loss, backward, SGD(lr=0.01).step()."""
+    state = model.make_net(seed=2).state_dict()
+    runner = backends.create("eager", state)
+    net = model.Net()
+    net.load_state_dict(state)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+    for step in range(3):
+        x, target = model.make_batch(4, seed=step)
+        optimizer.zero_grad()
+        loss = torch.nn.MSELoss()(net(x), target)
+        loss.backward()
+        optimizer.step()
+        assert torch.equal(runner.train_step(x, target), loss.detach())
+    for name, p in net.named_parameters():
+        assert torch.equal(runner.parameters()[name], p.detach()), name
+        assert torch.equal(runner.gradients()[name], p.grad), name
