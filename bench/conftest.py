@@ -59,28 +59,38 @@ SELECTION = pytest.StashKey[dict]()
 
 def protect_saved_runs(storage):
     """pytest-benchmark numbers a saved run after the newest one on disk and then opens it for
-    writing; two runs ending together would pick the same name. Create the file exclusively,
-    and on a clash take the next number, so no saved run is ever overwritten."""
+    writing; two runs ending together would pick the same name, and a kill mid-write would
+    leave half a file. Write a temporary file, then hard-link it to its final name, which
+    fails rather than replace an existing run: on a clash take the next number. A saved run
+    is whole or absent, and never overwritten."""
+    import tempfile
+
     from pytest_benchmark.utils import safe_dumps
 
     def save(output_json, name):
         data = safe_dumps(output_json, ensure_ascii=True, indent=4).encode()
-        number = int(storage._next_num)
-        while True:
-            path = storage.get(f"{number:04d}_{name}_{os.getpid()}.json")
-            try:
-                with path.open("xb") as f:
-                    f.write(data)
-            except FileExistsError:
-                number += 1
-                continue
-            storage.logger.info(f"Saved benchmark data in: {path}")
-            storage.saved.append(path)
-            return
-
-    storage.saved = []
+        folder = storage.get("")
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".saving-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            number = int(storage._next_num)
+            while True:
+                path = storage.get(f"{number:04d}_{name}_{os.getpid()}.json")
+                try:
+                    os.link(tmp, path)
+                    break
+                except FileExistsError:
+                    number += 1
+        finally:
+            os.unlink(tmp)
+        storage.logger.info(f"Saved benchmark data in: {path}")
+        storage.saved.append(path)
 
     storage.save = save
+    storage.saved = []
 
 
 def pytest_sessionfinish(session):
@@ -114,9 +124,11 @@ class RunnerCache:
     is on, each backend's agreement with float64 is checked once, so its status travels with
     its timings."""
 
-    def __init__(self, check_agreement):
+    def __init__(self, check_agreement, selected=None):
         self.runners = {}
         self.check_agreement = check_agreement
+        self.selected = selected or list(backends.DEFAULT_CONFIGS)
+        self.verdicts = {}  # device -> {backend: extra_info entries}
 
     def get(self, backend, device):
         key = (backend, device)
@@ -133,14 +145,22 @@ class RunnerCache:
         return self.runners[key]
 
     def agreement(self, backend, device):
+        """Every selected backend is checked on a device in one lockstep run, the first time a
+        benchmark on that device needs a verdict."""
         if not self.check_agreement:
             return {"agreement": "not checked"}
-        from bench import agreement
+        if device not in self.verdicts:
+            from bench import agreement
 
-        [result] = agreement.check([backend], device=device)
-        return {"agreement": agreement.status(result), "agreement_max_abs_error": result.max_abs_error}
+            names = list(dict.fromkeys([*self.selected, backend]))
+            self.verdicts[device] = {
+                result.backend: {"agreement": agreement.status(result),
+                                 "agreement_max_abs_error": result.max_abs_error}
+                for result in agreement.check(names, device=device)}
+        return self.verdicts[device][backend]
 
 
 @pytest.fixture(scope="session")
 def runner_cache(request):
-    return RunnerCache(check_agreement=not request.config._benchmarksession.disabled)
+    return RunnerCache(check_agreement=not request.config._benchmarksession.disabled,
+                       selected=request.config.stash[SELECTION]["backend"])

@@ -66,7 +66,7 @@ def test_an_interrupted_run_leaves_earlier_results_intact(tmp_path):
         json.loads(f.read_text())
 
 
-def test_saving_never_overwrites_a_run_with_the_same_name(tmp_path):
+def test_saving_never_overwrites_a_run_with_the_same_name(tmp_path, monkeypatch):
     from types import SimpleNamespace
 
     from pytest_benchmark.storage.file import FileStorage
@@ -74,12 +74,15 @@ def test_saving_never_overwrites_a_run_with_the_same_name(tmp_path):
     from bench.conftest import protect_saved_runs
 
     storage = FileStorage(tmp_path, logger=SimpleNamespace(info=lambda *a, **k: None))
+    # two runs ending together both see the same newest number on disk
+    monkeypatch.setattr(FileStorage, "_next_num", property(lambda self: "0001"))
     protect_saved_runs(storage)
     storage.save({"run": 1}, "same")
     storage.save({"run": 2}, "same")
-    contents = sorted(json.loads(f.read_text())["run"] for f in saved_runs(tmp_path))
-    assert contents == [1, 2]
-    assert os.path.basename(saved_runs(tmp_path)[0]).startswith("0001_same")
+    files = saved_runs(tmp_path)
+    assert sorted(json.loads(f.read_text())["run"] for f in files) == [1, 2]
+    assert [f.name[:5] for f in files] == ["0001_", "0002_"]
+    assert sorted(os.listdir(tmp_path)) == sorted(f.name for f in files)  # no temporary file left
 
 
 class FakeBenchmark:
