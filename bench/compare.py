@@ -110,6 +110,9 @@ def main(argv=None):
                         "(default: %(default)s)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="saved runs (default: %(default)s)")
     args = parser.parse_args(argv)
+    if not args.threshold >= 0 or args.threshold == float("inf"):
+        print(f"compare: --threshold must be a finite number >= 0, got {args.threshold}", file=sys.stderr)
+        return 2
     try:
         base, cand = pick_runs([n for n in (args.baseline, args.candidate) if n], args.storage)
     except RunError as error:

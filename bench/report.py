@@ -63,10 +63,13 @@ def read_run(path):
     rows, sgemm = {}, {}
     for bench in data["benchmarks"]:
         info = bench.get("extra_info") if isinstance(bench, dict) else None
-        if not isinstance(info, dict) or info.get("mode") not in KNOWN_MODES:
+        mode = info.get("mode") if isinstance(info, dict) else None
+        if not isinstance(mode, str) or mode not in KNOWN_MODES:
             continue  # a benchmark this report does not know; a run with none of ours is foreign
         try:
             median = float(bench["stats"]["median"])
+            if not median > 0:
+                raise ValueError(f"non-positive median {median}")
             row = {
                 "mode": info["mode"], "device": str(info["device"]), "flops": float(info["flops"]),
                 "median": median, "iqr": float(bench["stats"].get("iqr", math.nan)),
@@ -82,10 +85,8 @@ def read_run(path):
                 agreement=info.get("agreement"), max_error=info.get("agreement_max_abs_error"),
                 options={k: v for k, v in info.items() if k.startswith("backend_")},
             )
-        except (KeyError, TypeError, ValueError) as error:
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
             raise ValueError(f"benchmark {bench.get('name', '?')!r} is malformed ({error!r})") from None
-        if not median > 0:
-            raise ValueError(f"benchmark {row['name']!r} has a non-positive median")
         rows[(row["mode"], row["device"], row["batch"], row["backend"])] = row
     if not rows:
         raise ValueError("not a lenet-bench run (no train/forward benchmarks with extra_info)")
@@ -458,6 +459,9 @@ def main(argv=None):
         written = write_report(run, args.out)
     except RunError as error:
         print(f"report: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:
+        print(f"report: cannot write to --out {args.out}: {error.strerror or error}", file=sys.stderr)
         return 2
     print(f"report of {run['path']}: wrote {', '.join(written)}")
     return 0
