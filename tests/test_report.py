@@ -143,7 +143,7 @@ def test_report_checks_the_performance_targets(tmp_path):
     text = (out / "REPORT.md").read_text()
     assert ("| batch-1 training step: the fastest backend at least 8x faster than eager "
             "| compile 10.00x | yes |") in text
-    assert "| torch.compile (default configuration) not slower than eager at any batch | slowest 0.86x " \
+    assert "| torch.compile (compile) not slower than eager at any batch | slowest 0.86x " \
         "(batch 64) | no |" in text
 
 
