@@ -40,6 +40,8 @@ def main(argv=None):
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--rounds", type=int, default=200)
     args = parser.parse_args(argv)
+    if args.batch_size < 1 or args.rounds < 1:
+        parser.error("--batch-size and --rounds must be positive integers")
     if not torch.cuda.is_available():
         print("gpu_check: CUDA is not available; nothing to check", file=sys.stderr)
         return 2

@@ -114,14 +114,10 @@ def test_benchmark_reports_non_finite_results(monkeypatch, bad):
                                       "train", "eager", 2, "cpu")
 
 
-@pytest.mark.parametrize("backend", ["eager", "onnxruntime"])
 def test_timed_training_step_updates_the_parameters_every_round(backend):
     from bench import test_benchmarks
     from bench.conftest import RunnerCache
 
-    reason = backends.unavailable(backend, "cpu")
-    if reason:
-        pytest.skip(reason)
     cache = RunnerCache(check_agreement=False)
     runner = cache.get(backend, "cpu")[0]
     snapshots = []

@@ -134,11 +134,10 @@ class Runner:
 
     def train_step(self, x, target):
         model.check_input(x, target, dtype=self.dtype, device=self.device)
-        if self.cudagraphs:  # outputs live in the graph's memory until the next replay: copy them out
+        if self.cudagraphs:  # outputs live in the graph's memory until the next replay
             torch.compiler.cudagraph_mark_step_begin()
-            loss, grads = self._step(self.params, x, target)
-            self.grads = tuple(g.clone() for g in grads)
-            return loss.clone()
+            loss, self.grads = self._step(self.params, x, target)
+            return loss.clone()  # the loss is returned, so it must outlive the next replay
         loss, self.grads = self._step(self.params, x, target)
         return loss
 
@@ -154,4 +153,5 @@ class Runner:
         return dict(zip(self.names, self.params))
 
     def gradients(self):
-        return None if self.grads is None else dict(zip(self.names, self.grads))
+        """The last step's gradients; with CUDA graphs valid until the next step replays."""
+        return None if self.grads is None else {n: g.clone() for n, g in zip(self.names, self.grads)}
