@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 import model
-from bench import backends
+from bench import backends, harness
 
 DEFAULT_STEPS = 20
 DEFAULT_DRIFT_STEPS = 1000
@@ -560,7 +560,8 @@ def parse_args(argv):
                         help=f"comma-separated; choices: {', '.join(backends.CONFIGS)}")
     parser.add_argument("--devices", default=",".join(backends.DEVICES),
                         help=f"comma-separated; choices: {', '.join(backends.DEVICES)}")
-    parser.add_argument("--out", default="results", help="folder for the JSON, Markdown (and PNG) files")
+    parser.add_argument("--out", type=harness.output_folder, default="results",
+                        help="folder for the JSON, Markdown (and PNG) files")
     parser.add_argument("--threads", type=_positive, default=None,
                         help="torch intra-op threads (default: torch's own choice, but 1 with --drift: "
                              "on a busy 2-core machine, spinning OpenMP threads made 1,000 steps take "

@@ -28,7 +28,7 @@ import tempfile
 import time
 from datetime import datetime
 
-from bench import backends
+from bench import backends, harness
 from bench.report import markdown_table, write_atomic
 
 DEFAULT_BACKENDS = ["compile", "compile-aten", "onnxruntime"]
@@ -212,7 +212,7 @@ def parse_args(argv):
                              f"on CPU); choices: {', '.join(backends.CONFIGS)}")
     parser.add_argument("--batch-size", type=positive, default=DEFAULT_BATCH_SIZE,
                         help="batch size of the compiled step (default: %(default)s)")
-    parser.add_argument("--out", default="results",
+    parser.add_argument("--out", type=harness.output_folder, default="results",
                         help="folder for compile_time.json and compile_time.md (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.backends is None:

@@ -1,10 +1,12 @@
 """What every benchmark records beside its timing: FLOPs, versions, machine."""
 
+import argparse
 import functools
 import importlib.metadata
 import os
 import platform
 import subprocess
+import tempfile
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
@@ -76,3 +78,16 @@ def machine_info():
     for package in packages:
         info[package] = package_version(package)
     return info
+
+
+def output_folder(path):
+    """argparse type for --out: a folder that exists or can be made, and can be written to,
+    checked before any work starts rather than after it."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        reason = error.strerror or error
+        raise argparse.ArgumentTypeError(f"{path} is not a writable folder ({reason})") from None
+    return path

@@ -36,7 +36,7 @@ from datetime import datetime
 import torch
 
 import model
-from bench import backends
+from bench import backends, harness
 from bench.report import markdown_table, write_atomic
 
 DEFAULT_BATCH_SIZES = [1, 256]
@@ -344,7 +344,8 @@ def parse_args(argv):
                         help="training steps timed and profiled (default: %(default)s)")
     parser.add_argument("--threads", type=positive, default=None,
                         help="torch intra-op threads (default: torch's own choice)")
-    parser.add_argument("--out", default="results", help="folder for PROFILE.md (default: %(default)s)")
+    parser.add_argument("--out", type=harness.output_folder, default="results",
+                        help="folder for PROFILE.md (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.backends is None:
         args.backends, args.skipped = available_backends("cpu")

@@ -20,6 +20,8 @@ import sys
 import tempfile
 from datetime import datetime
 
+from bench import harness
+
 BASELINE = "eager"
 MODES = {"train": "Training step", "forward": "Forward pass"}  # timed modes, in report order
 KNOWN_MODES = set(MODES) | {"sgemm"}
@@ -453,7 +455,7 @@ def main(argv=None):
     parser.add_argument("run", nargs="?", help="run to report: path to its JSON or its NNNN prefix "
                         "(default: the latest in --storage)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="saved runs (default: %(default)s)")
-    parser.add_argument("--out", default=DEFAULT_OUT,
+    parser.add_argument("--out", type=harness.output_folder, default=DEFAULT_OUT,
                         help="where REPORT.md and charts go (default: %(default)s)")
     args = parser.parse_args(argv)
     try:

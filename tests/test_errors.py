@@ -133,3 +133,17 @@ def test_cuda_timing_waits_for_the_device(monkeypatch):
     events.clear()
     test_benchmarks.timed_call(lambda: events.append("step"), "cpu")()
     assert events == ["step"]
+
+
+@pytest.mark.parametrize("command", ["report", "agreement", "profile", "compile_time"])
+def test_commands_refuse_an_out_folder_they_cannot_write_before_any_work(tmp_path, capsys, command):
+    import importlib
+
+    main = importlib.import_module(f"bench.{command}").main
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(SystemExit) as exited:
+        main(["--out", str(a_file)])
+    assert exited.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert f"argument --out: {a_file} is not a writable folder" in last
