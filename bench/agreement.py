@@ -20,7 +20,6 @@ Command:  python -m bench.agreement [--steps N] [--batch-size B] [--backends a,b
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -34,6 +33,7 @@ import torch
 
 import model
 from bench import backends, harness
+from bench.harness import Parser, UsageError, positive
 
 DEFAULT_STEPS = 20
 DEFAULT_DRIFT_STEPS = 1000
@@ -518,15 +518,6 @@ def summary_lines(results, repeats):
 
 # --------------------------------------------------------------------------------- command
 
-class UsageError(Exception):
-    pass
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage block, no traceback
-        raise UsageError(message)
-
-
 def _parse_list(text, kind, choices):
     values = [v.strip() for v in text.split(",") if v.strip()]
     if not values:
@@ -539,21 +530,11 @@ def _parse_list(text, kind, choices):
     return values
 
 
-def _positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def parse_args(argv):
-    parser = _Parser(prog="python -m bench.agreement", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=_positive, default=None,
+    parser = Parser(prog="python -m bench.agreement", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=positive, default=None,
                         help=f"training steps (default {DEFAULT_STEPS}; {DEFAULT_DRIFT_STEPS} with --drift)")
-    parser.add_argument("--batch-size", type=_positive, default=DEFAULT_BATCH_SIZE,
+    parser.add_argument("--batch-size", type=positive, default=DEFAULT_BATCH_SIZE,
                         help="batch size (default %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the parameters and batches (default 0)")
     parser.add_argument("--backends", default=",".join(backends.DEFAULT_CONFIGS),
@@ -562,7 +543,7 @@ def parse_args(argv):
                         help=f"comma-separated; choices: {', '.join(backends.DEVICES)}")
     parser.add_argument("--out", type=harness.output_folder, default="results",
                         help="folder for the JSON, Markdown (and PNG) files")
-    parser.add_argument("--threads", type=_positive, default=None,
+    parser.add_argument("--threads", type=positive, default=None,
                         help="torch intra-op threads (default: torch's own choice, but 1 with --drift: "
                              "on a busy 2-core machine, spinning OpenMP threads made 1,000 steps take "
                              "minutes)")

@@ -18,7 +18,6 @@ each for scale. Inductor's cache hit/miss counters are recorded from the same pr
 "warm" row that did not hit shows it. Both files are written atomically; nothing else is touched.
 """
 
-import argparse
 import json
 import math
 import os
@@ -29,6 +28,7 @@ import time
 from datetime import datetime
 
 from bench import backends, harness
+from bench.harness import Parser, UsageError, positive
 from bench.report import markdown_table, write_atomic
 
 DEFAULT_BACKENDS = ["compile", "compile-aten", "onnxruntime"]
@@ -70,25 +70,6 @@ row["threads"] = torch.get_num_threads()
 row["torch"] = torch.__version__
 print("RESULT " + json.dumps(row))
 """
-
-
-class UsageError(Exception):
-    """A bad command line, reported as one line."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage block
-        raise UsageError(message)
-
-
-def positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def measure(backend, batch_size, cache_dir):

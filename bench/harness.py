@@ -82,12 +82,50 @@ def machine_info():
 
 def output_folder(path):
     """argparse type for --out: a folder that exists or can be made, and can be written to,
-    checked before any work starts rather than after it."""
+    checked before any work starts rather than after it (and nothing is left behind)."""
+    existing = os.path.abspath(path)
+    while not os.path.exists(existing):
+        existing = os.path.dirname(existing)
     try:
-        os.makedirs(path, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path):
-            pass
+        if not os.path.isdir(existing):
+            raise NotADirectoryError(20, f"{existing} is a file")
+        if existing == os.path.abspath(path):
+            with tempfile.TemporaryFile(dir=existing):
+                pass
+        else:
+            with tempfile.TemporaryDirectory(dir=existing):
+                pass
     except OSError as error:
         reason = error.strerror or error
         raise argparse.ArgumentTypeError(f"{path} is not a writable folder ({reason})") from None
     return path
+
+
+class UsageError(Exception):
+    """A bad command line, reported by the commands as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one UsageError line: no usage block, no traceback."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def positive(text):
+    """argparse type: a positive integer."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def positive_list(text):
+    """argparse type: comma-separated positive integers."""
+    items = [item.strip() for item in text.split(",")]
+    if not any(items):
+        raise argparse.ArgumentTypeError("empty list")
+    return [positive(item) for item in items]

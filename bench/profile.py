@@ -22,7 +22,6 @@ The ORT trace files are written into a temporary folder and removed. PROFILE.md 
 atomically; nothing else in --out is touched.
 """
 
-import argparse
 import collections
 import json
 import os
@@ -37,6 +36,7 @@ import torch
 
 import model
 from bench import backends, harness
+from bench.harness import Parser, UsageError, positive, positive_list
 from bench.report import markdown_table, write_atomic
 
 DEFAULT_BATCH_SIZES = [1, 256]
@@ -65,32 +65,6 @@ CATEGORIES = [
     ("reductions", re.compile(r"::(sum|mean|amax|max)$|^Reduce", re.I)),
 ]
 OTHER = "elementwise and other ops"
-
-
-class UsageError(Exception):
-    """A bad command line, reported as one line."""
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage block
-        raise UsageError(message)
-
-
-def positive(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def positive_list(text):
-    items = [item.strip() for item in text.split(",")]
-    if not any(items):
-        raise argparse.ArgumentTypeError("empty list")
-    return [positive(item) for item in items]
 
 
 def backend_list(text, device="cpu"):
