@@ -28,7 +28,7 @@ import time
 from datetime import datetime
 
 from bench import backends, harness
-from bench.harness import Parser, UsageError, positive
+from bench.harness import Parser, UsageError, backend_list, positive
 from bench.report import markdown_table, write_atomic
 
 DEFAULT_BACKENDS = ["compile", "compile-aten", "onnxruntime"]
@@ -199,18 +199,7 @@ def parse_args(argv):
     if args.backends is None:
         args.backends = [name for name in DEFAULT_BACKENDS if not backends.unavailable(name, "cpu")]
         return args
-    names = [name.strip() for name in args.backends.split(",") if name.strip()]
-    if not names:
-        raise UsageError("--backends: empty; choose from: " + ", ".join(backends.CONFIGS))
-    for name in names:
-        try:
-            backends.check_choice("backend", name, backends.CONFIGS)
-        except ValueError as error:
-            raise UsageError(f"--backends: {error}") from None
-        reason = backends.unavailable(name, "cpu")
-        if reason:
-            raise UsageError(f"--backends: {name} cannot run on cpu: {reason}")
-    args.backends = list(dict.fromkeys(names))
+    args.backends = backend_list(args.backends)
     return args
 
 

@@ -12,6 +12,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 import model
+from bench import backends
 
 BATCH_SIZES = [1, 64, 256]
 MODES = ["train", "forward"]
@@ -129,3 +130,19 @@ def positive_list(text):
     if not any(items):
         raise argparse.ArgumentTypeError("empty list")
     return [positive(item) for item in items]
+
+
+def backend_list(text, device="cpu"):
+    """Backends named on the command line; each must be known and runnable on `device`."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--backends: empty; choose from: " + ", ".join(backends.CONFIGS))
+    for name in names:
+        try:
+            backends.check_choice("backend", name, backends.CONFIGS)
+        except ValueError as error:
+            raise UsageError(f"--backends: {error}") from None
+        reason = backends.unavailable(name, device)
+        if reason:
+            raise UsageError(f"--backends: {name} cannot run on {device}: {reason}")
+    return list(dict.fromkeys(names))

@@ -36,7 +36,7 @@ import torch
 
 import model
 from bench import backends, harness
-from bench.harness import Parser, UsageError, positive, positive_list
+from bench.harness import Parser, UsageError, backend_list, positive, positive_list
 from bench.report import markdown_table, write_atomic
 
 DEFAULT_BATCH_SIZES = [1, 256]
@@ -65,22 +65,6 @@ CATEGORIES = [
     ("reductions", re.compile(r"::(sum|mean|amax|max)$|^Reduce", re.I)),
 ]
 OTHER = "elementwise and other ops"
-
-
-def backend_list(text, device="cpu"):
-    """Backends named on the command line; each must be known and runnable on `device`."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise UsageError("--backends: empty; choose from: " + ", ".join(backends.CONFIGS))
-    for name in names:
-        try:
-            backends.check_choice("backend", name, backends.CONFIGS)
-        except ValueError as error:
-            raise UsageError(f"--backends: {error}") from None
-        reason = backends.unavailable(name, device)
-        if reason:
-            raise UsageError(f"--backends: {name} cannot run on {device}: {reason}")
-    return list(dict.fromkeys(names))
 
 
 def available_backends(device="cpu"):
