@@ -441,6 +441,14 @@ def write_report(run, out):
         charts[(mode, device)] = name
         written.append(os.path.join(out, name))
     text = render_markdown(run, charts)
+    profile = os.path.join(out, "PROFILE.md")
+    if os.path.exists(profile):  # the profile's own summary table: where each backend's time goes
+        with open(profile, encoding="utf-8") as f:
+            summary = f.read().partition("## Summary\n")[2].partition("\n## ")[0].strip()
+        if summary:
+            text += ("\n## Where the time goes (from PROFILE.md, its own run)\n\n" + summary + "\n\n"
+                     "Coverage below 100% is time spent outside every op: Python, dispatch, autograd and "
+                     "Dynamo guards. It is what separates the batch-1 speedups from the 8x target.\n")
     companions = [(name, what) for name, what in COMPANIONS if os.path.exists(os.path.join(out, name))]
     if companions:
         text += "\n## More in this folder\n\n" + "\n".join(

@@ -296,3 +296,16 @@ def test_malformed_benchmarks_are_skipped_with_one_line(tmp_path, capsys):
 def test_compare_rejects_a_meaningless_threshold(tmp_path, capsys, threshold):
     assert compare.main(["--threshold", threshold, "--storage", str(tmp_path)]) == 2
     assert "--threshold must be a finite number >= 0" in capsys.readouterr().err
+
+
+def test_report_carries_the_profile_summary_and_links_what_lies_beside_it(tmp_path):
+    storage, out = tmp_path / "benchmarks", tmp_path / "results"
+    save(storage, 1, run_data())
+    out.mkdir()
+    (out / "PROFILE.md").write_text("# p\n\n## Summary\n\n| backend | coverage |\n|---|---|\n| eager | 59% |\n\n## eager\n")
+    (out / "agreement.md").write_text("# a\n")
+    assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
+    text = (out / "REPORT.md").read_text()
+    assert "## Where the time goes (from PROFILE.md, its own run)\n\n| backend | coverage |" in text
+    assert "| eager | 59% |" in text and "## eager\n" not in text
+    assert "- [agreement.md](agreement.md):" in text and "[drift.png]" not in text
