@@ -302,7 +302,8 @@ def test_report_carries_the_profile_summary_and_links_what_lies_beside_it(tmp_pa
     storage, out = tmp_path / "benchmarks", tmp_path / "results"
     save(storage, 1, run_data())
     out.mkdir()
-    (out / "PROFILE.md").write_text("# p\n\n## Summary\n\n| backend | coverage |\n|---|---|\n| eager | 59% |\n\n## eager\n")
+    (out / "PROFILE.md").write_text(
+        "# p\n\n## Summary\n\n| backend | coverage |\n|---|---|\n| eager | 59% |\n\n## eager\n")
     (out / "agreement.md").write_text("# a\n")
     assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
     text = (out / "REPORT.md").read_text()
