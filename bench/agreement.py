@@ -24,7 +24,6 @@ import json
 import math
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,7 @@ import torch
 
 import model
 from bench import backends, harness
-from bench.harness import Parser, UsageError, positive
+from bench.harness import Parser, UsageError, positive, write_atomic, write_text_atomic
 
 DEFAULT_STEPS = 20
 DEFAULT_DRIFT_STEPS = 1000
@@ -411,33 +410,11 @@ def plot_drift(runs, path):
     if ax.get_legend_handles_labels()[0]:
         ax.legend()
     fig.tight_layout()
-    _atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
 
 
 # ------------------------------------------------------------------------------- reporting
-
-def _atomic(path, write):
-    """Write through a temporary file in the same folder, then os.replace: never half a file."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a results file is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _write_text(path, text):
-    _atomic(path, lambda f: f.write(text.encode()))
-
 
 def _jsonable(value):
     """JSON has no NaN/inf: write them as the strings "nan", "inf", "-inf"."""
@@ -558,19 +535,13 @@ def parse_args(argv):
     return args
 
 
-def _device_reason(device):
-    if device == "cuda" and not torch.cuda.is_available():
-        return "CUDA is not available (no GPU, or a CPU-only torch build)"
-    return None
-
-
 def run_check(args):
     settings = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "rtol": RTOL,
                 "atol": ATOL, "tol": TOL, "criterion": criterion_text(), "torch": torch.__version__,
                 "torch_threads": torch.get_num_threads()}
     results, repeats, skipped_devices = [], {}, {}
     for device in args.devices:
-        reason = _device_reason(device)
+        reason = backends.device_unavailable(device)
         if reason:
             skipped_devices[device] = reason
             print(f"{device}: skipped ({reason})")
@@ -592,11 +563,11 @@ def run_check(args):
         "eager_repeat": {d: {"bit_identical": s, "detail": t} for d, (s, t) in repeats.items()},
         "results": [dict(asdict(r), status=status(r)) for r in results],
     }
-    _write_text(os.path.join(args.out, "agreement.json"),
+    write_text_atomic(os.path.join(args.out, "agreement.json"),
                 json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
     md = [f"# {title}", "", f"Criterion: {criterion_text()}.", "", format_markdown(lines), "",
           *[f"- {s}" for s in summary], *[f"- {d}: skipped ({r})" for d, r in skipped_devices.items()], ""]
-    _write_text(os.path.join(args.out, "agreement.md"), "\n".join(md))
+    write_text_atomic(os.path.join(args.out, "agreement.md"), "\n".join(md))
     print(f"wrote {os.path.join(args.out, 'agreement.json')} and {os.path.join(args.out, 'agreement.md')}")
     ok = all(r.passed for r in results if not r.skipped) and all(s for s, _ in repeats.values())
     return 0 if ok else 1
@@ -605,7 +576,7 @@ def run_check(args):
 def run_drift(args):
     runs = []
     for device in args.devices:
-        reason = _device_reason(device)
+        reason = backends.device_unavailable(device)
         if reason:
             print(f"{device}: skipped ({reason})")
             continue
@@ -636,7 +607,8 @@ def run_drift(args):
     print(format_text(lines, header))
     data = {"quantity": "max abs parameter error vs eager float64 after each step",
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "runs": runs}
-    _write_text(os.path.join(args.out, "drift.json"), json.dumps(_jsonable(data), allow_nan=False) + "\n")
+    write_text_atomic(os.path.join(args.out, "drift.json"),
+                      json.dumps(_jsonable(data), allow_nan=False) + "\n")
     plot_drift(runs, os.path.join(args.out, "drift.png"))
     print(f"wrote {os.path.join(args.out, 'drift.json')} and {os.path.join(args.out, 'drift.png')}")
     bad = any(run["failed"] for run in runs) or any(

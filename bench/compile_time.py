@@ -28,8 +28,8 @@ import time
 from datetime import datetime
 
 from bench import backends, harness
-from bench.harness import Parser, UsageError, backend_list, positive
-from bench.report import markdown_table, write_atomic
+from bench.harness import Parser, UsageError, backend_list, positive, write_atomic
+from bench.report import markdown_table
 
 DEFAULT_BACKENDS = ["compile", "compile-aten", "onnxruntime"]
 DEFAULT_BATCH_SIZE = 64

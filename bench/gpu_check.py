@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import model
-from bench import backends
+from bench import backends, harness
 
 
 def per_step_ms(step, rounds, synchronize):
@@ -68,7 +68,7 @@ def main(argv=None):
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "gpu_check.json").write_text(json.dumps(result, indent=2) + "\n")
+    harness.write_text_atomic(str(out / "gpu_check.json"), json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return 0
 

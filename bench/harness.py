@@ -146,3 +146,23 @@ def backend_list(text, device="cpu"):
         if reason:
             raise UsageError(f"--backends: {name} cannot run on {device}: {reason}")
     return list(dict.fromkeys(names))
+
+
+def write_atomic(path, write):
+    """Write a file through a temporary file in the same folder, then os.replace it into place:
+    a results file is whole or absent, never half written. `write(f)` gets a binary file."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a results file is an ordinary file
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path, text):
+    write_atomic(path, lambda f: f.write(text.encode()))

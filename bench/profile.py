@@ -36,8 +36,8 @@ import torch
 
 import model
 from bench import backends, harness
-from bench.harness import Parser, UsageError, backend_list, positive, positive_list
-from bench.report import markdown_table, write_atomic
+from bench.harness import Parser, UsageError, backend_list, positive, positive_list, write_atomic
+from bench.report import markdown_table
 
 DEFAULT_BATCH_SIZES = [1, 256]
 DEFAULT_STEPS = 20

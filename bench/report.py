@@ -17,10 +17,10 @@ import json
 import math
 import os
 import sys
-import tempfile
 from datetime import datetime
 
 from bench import harness
+from bench.harness import write_atomic
 
 BASELINE = "eager"
 MODES = {"train": "Training step", "forward": "Forward pass"}  # timed modes, in report order
@@ -347,20 +347,6 @@ def targets_section(run):
 
 # -----------------------------------------------------------------------------
 # output
-
-def write_atomic(path, write):
-    """Write through a temporary file in the same folder, then os.replace it into place."""
-    folder = os.path.dirname(path) or "."
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
 
 def draw_chart(run, mode, device, path):
     import matplotlib

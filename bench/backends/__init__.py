@@ -39,12 +39,20 @@ def check_choice(kind, value, choices):
         raise ValueError(f"unknown {kind} {value!r}; choose from: {', '.join(map(str, choices))}")
 
 
+def device_unavailable(device):
+    """Why `device` cannot be used here, or None."""
+    if device == "cuda" and not torch.cuda.is_available():
+        return "CUDA is not available (no GPU, or a CPU-only torch build)"
+    return None
+
+
 def unavailable(name, device):
     """Why configuration `name` cannot run on `device` here, or None when it can."""
     check_choice("backend", name, CONFIGS)
     check_choice("device", device, DEVICES)
-    if device == "cuda" and not torch.cuda.is_available():
-        return "CUDA is not available (no GPU, or a CPU-only torch build)"
+    reason = device_unavailable(device)
+    if reason:
+        return reason
     module_name, options = CONFIGS[name]
     return importlib.import_module(f"bench.backends.{module_name}").unavailable(device, **options)
 

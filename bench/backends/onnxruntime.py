@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 import model
+from bench import backends
 
 _IMPORT_ERROR = None
 try:
@@ -160,8 +161,7 @@ class Runner:
         return binding
 
     def _sync(self):
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+        backends.synchronize(self.device)
 
     def train_step(self, x, target):
         model.check_input(x, target, dtype=self.dtype, device=self.device)
