@@ -1,6 +1,6 @@
 """Compile time, cold and warm: results/compile_time.json and results/compile_time.md.
 
-    python -m bench.compile_time                                   # compile, compile-aten, onnxruntime
+    python -m bench.compile_time                        # compile, compile-aten, aotinductor, onnxruntime
     python -m bench.compile_time --backends compile --batch-size 1 --out /tmp/ct
 
 Each backend runs in two fresh Python processes (`sys.executable -c ...`) that share one
@@ -8,7 +8,8 @@ TORCHINDUCTOR_CACHE_DIR, a new empty temporary folder per backend:
 
   cold  the folder is empty: Dynamo traces, AOTAutograd and Inductor compile, the C++ compiler runs.
   warm  the same folder again: Inductor's FX-graph cache (and AOTAutograd's cache, and the compiled
-        kernels on disk) can hit, while Dynamo still traces in the new process.
+        kernels on disk) can hit, while Dynamo still traces in the new process; aotinductor loads
+        the libraries it keeps in that folder, after tracing the step to find their names.
 
 Each process times building the runner (for onnxruntime: the ONNX export and the session creation,
 from the Runner's own `export_seconds` and `session_seconds`), the first `train_step` (for
@@ -31,7 +32,7 @@ from bench import backends, harness
 from bench.harness import Parser, UsageError, backend_list, positive, write_atomic
 from bench.report import markdown_table
 
-DEFAULT_BACKENDS = ["compile", "compile-aten", "onnxruntime"]
+DEFAULT_BACKENDS = ["compile", "compile-aten", "aotinductor", "onnxruntime"]
 DEFAULT_BATCH_SIZE = 64
 CHILD_TIMEOUT = 600  # seconds per process
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -183,9 +183,13 @@ def profile_backend(name, batch_sizes, steps, folder):
             else:
                 ops, overhead, profiled = torch_ops(step, steps)
                 tool = "torch.profiler (CPU), key_averages()"
+                if module_name == "aotinductor":
+                    tool += ("; AOTInductor's generated C++ kernels run inside its one library call and "
+                             "are invisible to it: only their calls into aten (mm, addmm) show")
             # rounds on both sides of the profiled steps, so a drift in machine speed shows in both
             wall = statistics.median(means + round_means(step, steps, TIMING_ROUNDS[1]))
             results.append(summarise(name, batch, steps, wall, profiled / steps, ops, overhead, warmup, tool))
+            results[-1]["hidden_kernels"] = module_name == "aotinductor"
     finally:
         if module_name == "compile":
             inductor_config.cpp.enable_kernel_profile = False
@@ -232,7 +236,10 @@ def where_line(result):
     line = (f"**Where the time goes:** {parts} of the profiled step. Op self times cover "
             f"{pct(result['coverage'])} of the unprofiled wall time ({pct(result['kernel'] / profiled)} of "
             f"the profiled step)")
-    if result["coverage"] <= 1:
+    if result.get("hidden_kernels"):
+        line += (f"; the other {pct(1 - result['coverage'])} holds the generated kernels, which this "
+                 f"profiler cannot see, and the overhead around them.")
+    elif result["coverage"] <= 1:
         line += (f"; the other {pct(1 - result['coverage'])} is Python/dispatch/framework overhead "
                  f"outside any op.")
     else:

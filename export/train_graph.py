@@ -177,8 +177,11 @@ def _net(state_dict):
     return net.eval()
 
 
-def trace_train_step(state_dict, lr=model.LEARNING_RATE):
-    """One SGD step as an fx GraphModule: (input, target, *params) -> (loss, *updated params)."""
+def trace_train_step(state_dict, lr=model.LEARNING_RATE, lowering=None):
+    """One SGD step as an fx GraphModule: (input, target, *params) -> (loss, *updated params).
+
+    `lowering`: a TorchFunctionMode class active while the Net runs (bench.backends.aotinductor
+    traces with the compile backend's im2col lowering); None traces the Net as written."""
     net = _net(state_dict)
     keys = list(state_dict)
 
@@ -186,7 +189,8 @@ def trace_train_step(state_dict, lr=model.LEARNING_RATE):
         p = dict(zip(keys, params, strict=True))
 
         def loss_of(p):
-            return model.loss_fn(torch.func.functional_call(net, p, (x,)), target)
+            with lowering() if lowering else contextlib.nullcontext():
+                return model.loss_fn(torch.func.functional_call(net, p, (x,)), target)
 
         grads, loss = torch.func.grad_and_value(loss_of)(p)
         return (loss, *[p[k] - lr * grads[k] for k in keys])

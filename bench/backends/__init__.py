@@ -27,6 +27,7 @@ CONFIGS = {
     "compile": ("compile", {}),  # the Net's convolutions and pools lowered to im2col, C++ wrapper on CPU
     "compile-aten": ("compile", {"im2col": False, "cpp_wrapper": False}),  # torch.compile's defaults
     "compile-cudagraphs": ("compile", {"mode": "reduce-overhead"}),  # CUDA graphs; CUDA only
+    "aotinductor": ("aotinductor", {}),  # compile's step built ahead of time into a C++ library
     "torchscript": ("torchscript", {}),
     "onnxruntime": ("onnxruntime", {}),
 }
