@@ -160,7 +160,8 @@ def profile_backend(name, batch_sizes, steps, folder):
     module_name, _ = backends.CONFIGS[name]
     results = []
     runner = None
-    if module_name == "compile":  # one RECORD_FUNCTION range per generated kernel
+    kernel_profile = module_name in ("compile", "aotinductor")
+    if kernel_profile:  # a RECORD_FUNCTION range per generated kernel (aotinductor: per aten call)
         import torch._inductor.config as inductor_config
 
         inductor_config.cpp.enable_kernel_profile = True
@@ -191,7 +192,7 @@ def profile_backend(name, batch_sizes, steps, folder):
             results.append(summarise(name, batch, steps, wall, profiled / steps, ops, overhead, warmup, tool))
             results[-1]["hidden_kernels"] = module_name == "aotinductor"
     finally:
-        if module_name == "compile":
+        if kernel_profile:
             inductor_config.cpp.enable_kernel_profile = False
     return results
 

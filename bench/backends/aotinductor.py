@@ -99,6 +99,8 @@ def _library(state_dict, device, dtype, train, threads):
     cpu_state = {k: v.detach().to("cpu", dtype) for k, v in state_dict.items()}
     graph_module = _traced(cpu_state, train)
     options = {"cpp.threads": threads} if device.type == "cpu" else {}
+    if torch._inductor.config.cpp.enable_kernel_profile:  # bench.profile: its aten calls show as ranges
+        options["cpp.enable_kernel_profile"] = True
     path = _cache_path(graph_module, options, device, dtype, train)
     cached = os.path.exists(path)
     if not cached:
@@ -163,7 +165,7 @@ class Runner:
                 library.load_constants({f"net.{k}": v for k, v in self.params.items()},
                                        check_full_update=True, user_managed=True)
             run = self._libraries[(train, threads)] = library.loader.run
-            self.info["compile_seconds"] += seconds
+            self.info["compile_seconds"] = round(self.info["compile_seconds"] + seconds, 3)
             self.info["compile_cached"] = cached
         self.info["threads"] = threads
         with _torch_threads(threads) if self.device.type == "cpu" else contextlib.nullcontext():
