@@ -49,6 +49,7 @@ def test_two_runs_at_the_same_moment_both_keep_their_results(tmp_path):
     assert len(files) == 2, files
     for f in files:
         assert json.loads(f.read_text())["benchmarks"]
+        assert f.stat().st_mode & 0o777 == 0o644  # readable by whoever the results are shared with
     assert "Forward pass, cpu" in (tmp_path / "REPORT.md").read_text()  # refreshed after the run
 
 
