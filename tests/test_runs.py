@@ -40,6 +40,16 @@ def test_unknown_selection_is_one_line_listing_the_choices(tmp_path, option, val
     assert len(errors) == 1 and errors[0].startswith(f"ERROR: {message}"), done.stderr
 
 
+def test_unwritable_storage_is_one_line_before_any_benchmark_runs(tmp_path):
+    (tmp_path / "benchmarks").write_text("a file where the storage folder should be")
+    done = subprocess.run(bench_command(tmp_path, *QUICK), cwd=REPO, capture_output=True, text=True)
+    errors = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode != 0
+    assert len(errors) == 1, done.stderr
+    assert errors[0].startswith("ERROR: --benchmark-storage: cannot save runs in")
+    assert "give a writable folder" in errors[0]
+
+
 def test_two_runs_at_the_same_moment_both_keep_their_results(tmp_path):
     runs = [subprocess.Popen(bench_command(tmp_path, *QUICK), cwd=REPO, stdout=subprocess.DEVNULL,
                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
