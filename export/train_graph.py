@@ -10,19 +10,24 @@ Both use the standard ONNX domain only. ONNX Runtime has no usable training buil
 (see design.md), so the training step is traced as a plain function: torch.func.grad_and_value
 over torch.func.functional_call, then the SGD update, captured with make_fx and exported with
 torch.onnx.export(dynamo=True). Before export, each ReLU's backward mask is moved ahead of
-the max-pool backward (_mask_before_unpool: same result on a 4x smaller tensor). Four aten ops
+the max-pool backward (_mask_before_unpool: same result on a 4x smaller tensor). Five aten ops
 get translations of our own (_translations), chosen by profiling ONNX Runtime on CPU:
 
 - aten.max_pool2d_with_indices: one MaxPool with its Indices output, kept in ONNX's own
   flat (N*C*H*W) form. onnxscript's translation converts them to PyTorch's per-plane form
-  with a second full-size MaxPool, which only the backward would consume.
+  with a second full-size MaxPool, which only the backward would consume. (Computing the same
+  indices from SpaceToDepth and ArgMax was measured no faster.)
 - aten.max_pool2d_with_indices_backward (no translation in onnxscript): one MaxUnpool of the
   gradient at those indices into a zero tensor of the input's shape. Exact (first maximum
   of each window, like PyTorch) for non-overlapping windows (kernel == stride, as in the
   Net); other pooling configurations are refused.
+- aten.convolution (training step only): im2col (one Slice per kernel offset, one Concat),
+  one MatMul with the reshaped weight, plus the bias. The weight gradient needs the same
+  im2col of the same input, and the exporter's common-subexpression pass keeps one copy, so
+  the forward convolution costs one MatMul.
 - aten.convolution_backward (no translation in onnxscript): input gradient by
-  ConvTranspose(dY, W); weight gradient by im2col (one Slice per kernel offset, Concat) and
-  one batched MatMul with dY, summed over the batch (faster in ONNX Runtime than a Conv of
+  Col2Im(W^T dY) (faster in ONNX Runtime than ConvTranspose(dY, W)); weight gradient by
+  one batched MatMul of dY with that im2col, summed over the batch (faster than a Conv of
   the transposed input with the transposed dY); bias gradient by ReduceSum. Outputs the mask
   does not ask for are still tensors (a small constant, removed as dead code).
 - aten.threshold_backward (ReLU's backward): grad * Cast(x > threshold), faster in ONNX
@@ -75,6 +80,40 @@ def _translations():
     """The custom translations for torch.onnx.export(custom_translation_table=...)."""
     from onnxscript import opset18 as op
 
+    def im2col(x, padding, kernel_h, kernel_w, out_h, out_w):
+        """(N, C, H, W) -> (N, C * KH * KW, Ho * Wo): one Slice per kernel offset, one Concat. The
+        forward convolution and its weight gradient build it from the same input with the same
+        nodes, so the exporter's common-subexpression pass keeps one copy."""
+        in_channels = x.shape[1]
+        if any(padding):
+            x = op.Pad(x, op.Constant(value_ints=[0, 0, padding[0], padding[1]] * 2))
+        axes = op.Constant(value_ints=[2, 3])
+        new_axis = op.Constant(value_ints=[2])
+        patches = [
+            op.Unsqueeze(
+                op.Slice(x, op.Constant(value_ints=[kh, kw]),
+                         op.Constant(value_ints=[kh + out_h, kw + out_w]), axes),
+                new_axis,
+            )
+            for kh in range(kernel_h)
+            for kw in range(kernel_w)
+        ]
+        return op.Reshape(
+            op.Concat(*patches, axis=2),  # (N, C_in, KH * KW, Ho * Wo) -> (N, C_in * KH * KW, Ho * Wo)
+            op.Constant(value_ints=[0, in_channels * kernel_h * kernel_w, out_h * out_w]),
+        )
+
+    def convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
+        if transposed or groups != 1 or list(stride) != [1, 1] or list(dilation) != [1, 1]:
+            raise NotImplementedError("convolution: only stride 1, dilation 1, groups 1, not transposed")
+        out_channels, in_channels, kernel_h, kernel_w = weight.shape
+        _, _, height, width = input.shape
+        out_h, out_w = height + 2 * padding[0] - kernel_h + 1, width + 2 * padding[1] - kernel_w + 1
+        cols = im2col(input, padding, kernel_h, kernel_w, out_h, out_w)
+        w = op.Reshape(weight, op.Constant(value_ints=[out_channels, in_channels * kernel_h * kernel_w]))
+        y = op.Add(op.MatMul(w, cols), op.Reshape(bias, op.Constant(value_ints=[out_channels, 1])))
+        return op.Reshape(y, op.Constant(value_ints=[0, out_channels, out_h, out_w]))
+
     def max_pool2d_with_indices(
         self, kernel_size, stride=(), padding=(0, 0), dilation=(1, 1), ceil_mode=False
     ):
@@ -116,33 +155,17 @@ def _translations():
             grad_output, op.Constant(value_ints=[0, out_channels, out_h * out_w])
         )  # (N, C_out, Ho*Wo)
         if output_mask[0]:
-            grad_input = op.ConvTranspose(grad_output, weight, pads=pads)
+            # dX = col2im(W^T dY): the weight-by-gradient product per patch, then each patch's values
+            # added back at its place (faster in ONNX Runtime than ConvTranspose(dY, W)).
+            _, _, in_h, in_w = input.shape
+            w_t = op.Transpose(op.Reshape(weight, op.Constant(value_ints=[out_channels, -1])), perm=[1, 0])
+            grad_input = op.Col2Im(op.MatMul(w_t, dy), op.Constant(value_ints=[in_h, in_w]),
+                                   op.Constant(value_ints=[kernel_h, kernel_w]), pads=pads)
         if output_mask[1]:
             # dW[o, i, kh, kw] = sum_{n,h,w} dY[n, o, h, w] * X[n, i, h + kh, w + kw]: the input's
             # kernel-sized patches (im2col by one Slice per kernel offset), then one batched
             # MatMul against dY and a sum over the batch.
-            x = input
-            if any(padding):
-                x = op.Pad(x, op.Constant(value_ints=[0, 0, padding[0], padding[1]] * 2))
-            axes = op.Constant(value_ints=[2, 3])
-            new_axis = op.Constant(value_ints=[2])
-            patches = [
-                op.Unsqueeze(
-                    op.Slice(
-                        x,
-                        op.Constant(value_ints=[kh, kw]),
-                        op.Constant(value_ints=[kh + out_h, kw + out_w]),
-                        axes,
-                    ),
-                    new_axis,
-                )
-                for kh in range(kernel_h)
-                for kw in range(kernel_w)
-            ]
-            cols = op.Reshape(
-                op.Concat(*patches, axis=2),  # (N, C_in * KH * KW, Ho * Wo)
-                op.Constant(value_ints=[0, in_channels * kernel_h * kernel_w, out_h * out_w]),
-            )
+            cols = im2col(input, padding, kernel_h, kernel_w, out_h, out_w)
             per_sample = op.MatMul(dy, op.Transpose(cols, perm=[0, 2, 1]))  # (N, C_out, C_in*KH*KW)
             grad_weight = op.Reshape(
                 op.ReduceSum(per_sample, op.Constant(value_ints=[0]), keepdims=0),
@@ -168,6 +191,7 @@ def _translations():
         aten.max_pool2d_with_indices.default: max_pool2d_with_indices,
         aten.max_pool2d_with_indices_backward.default: max_pool2d_with_indices_backward,
         aten.convolution_backward.default: convolution_backward,
+        aten.convolution.default: convolution,
     }
 
 
