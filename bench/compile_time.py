@@ -67,6 +67,9 @@ from torch._dynamo.utils import counters
 row["cache"] = {f"{group}.{key}": int(value) for group in ("inductor", "aot_autograd")
                 for key, value in sorted(counters[group].items())
                 if "cache" in key and ("hit" in key or "miss" in key or "bypass" in key)}
+for key in ("library_hit", "library_miss"):  # aotinductor's own on-disk library cache
+    if key in getattr(runner, "info", {}):
+        row["cache"][f"aotinductor.{key}"] = runner.info[key]
 row["threads"] = torch.get_num_threads()
 row["torch"] = torch.__version__
 print("RESULT " + json.dumps(row))
@@ -128,11 +131,13 @@ def ms(value):
 
 
 def cache_text(row):
-    """Inductor's FX-graph and AOTAutograd cache hits and misses in that process."""
+    """Inductor's FX-graph and AOTAutograd cache hits and misses in that process, and
+    aotinductor's library cache."""
     cache = row.get("cache") or {}
     parts = []
     for label, prefix in (("FX graph", "inductor.fxgraph_cache_"),
-                          ("AOTAutograd", "aot_autograd.autograd_cache_")):
+                          ("AOTAutograd", "aot_autograd.autograd_cache_"),
+                          ("AOTInductor library", "aotinductor.library_")):
         hit, miss = cache.get(prefix + "hit", 0), cache.get(prefix + "miss", 0)
         if hit or miss:
             parts.append(f"{label} {hit} hit / {miss} miss")

@@ -92,7 +92,7 @@ def protect_saved_runs(storage):
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes 0600; a saved run is an ordinary, shareable file
+            os.chmod(tmp, harness.file_mode())  # mkstemp makes 0600; a saved run is an ordinary file
             number = int(storage._next_num)
             while True:
                 path = storage.get(f"{number:04d}_{name}_{os.getpid()}.json")

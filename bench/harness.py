@@ -148,6 +148,13 @@ def backend_list(text, device="cpu"):
     return list(dict.fromkeys(names))
 
 
+def file_mode():
+    """The mode an ordinary new file gets here (0o666 less the umask): mkstemp's 0600 is not."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def write_atomic(path, write):
     """Write a file through a temporary file in the same folder, then os.replace it into place:
     a results file is whole or absent, never half written. `write(f)` gets a binary file."""
@@ -157,7 +164,7 @@ def write_atomic(path, write):
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a results file is an ordinary file
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; a results file is an ordinary file
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)

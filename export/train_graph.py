@@ -104,8 +104,10 @@ def _translations():
         )
 
     def convolution(input, weight, bias, stride, padding, dilation, transposed, output_padding, groups):
-        if transposed or groups != 1 or list(stride) != [1, 1] or list(dilation) != [1, 1]:
-            raise NotImplementedError("convolution: only stride 1, dilation 1, groups 1, not transposed")
+        if (transposed or groups != 1 or list(stride) != [1, 1] or list(dilation) != [1, 1]
+                or bias is None):
+            raise NotImplementedError(
+                "convolution: only stride 1, dilation 1, groups 1, with bias, not transposed")
         out_channels, in_channels, kernel_h, kernel_w = weight.shape
         _, _, height, width = input.shape
         out_h, out_w = height + 2 * padding[0] - kernel_h + 1, width + 2 * padding[1] - kernel_w + 1
@@ -224,6 +226,20 @@ def trace_train_step(state_dict, lr=model.LEARNING_RATE, lowering=None):
     graph_module = make_fx(step, tracing_mode="symbolic")(x, target, *params)
     _mask_before_unpool(graph_module)
     return graph_module, (x, target, *params)
+
+
+def trace_forward(state_dict, lowering=None):
+    """The forward pass as an fx GraphModule with a symbolic batch: (input, *params) -> output.
+    `lowering` as in trace_train_step."""
+    net = _net(state_dict)
+    keys = list(state_dict)
+
+    def forward(x, *params):
+        with lowering() if lowering else contextlib.nullcontext():
+            return torch.func.functional_call(net, dict(zip(keys, params, strict=True)), (x,))
+
+    x, _ = model.make_batch(TRACE_BATCH)
+    return make_fx(forward, tracing_mode="symbolic")(x, *[v.detach() for v in state_dict.values()])
 
 
 def _mask_before_unpool(graph_module):

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import backends
+from bench import backends, harness
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--backends", "eager", "--batch-sizes", "1", "--devices", "cpu", "--modes", "forward",
@@ -59,7 +59,7 @@ def test_two_runs_at_the_same_moment_both_keep_their_results(tmp_path):
     assert len(files) == 2, files
     for f in files:
         assert json.loads(f.read_text())["benchmarks"]
-        assert f.stat().st_mode & 0o777 == 0o644  # readable by whoever the results are shared with
+        assert f.stat().st_mode & 0o777 == harness.file_mode()  # not mkstemp's 0600
     assert "Forward pass, cpu" in (tmp_path / "REPORT.md").read_text()  # refreshed after the run
 
 

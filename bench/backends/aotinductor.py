@@ -25,19 +25,22 @@ folder, named by a hash of the traced graph, the Inductor options and the versio
 import contextlib
 import hashlib
 import os
+import platform
+import sys
 import tempfile
 import time
 
 import torch
-from torch.func import functional_call
-from torch.fx.experimental.proxy_tensor import make_fx
 
 import model
+from bench import harness
 from bench.backends.compile import Im2colLowering
 from bench.backends.compile import unavailable as compile_unavailable
+from export import train_graph
 
-SMALL_BATCH = 4  # up to this batch size a step runs on one thread (measured: see the docstring)
-TRACE_BATCH = 4  # batch used while tracing; the libraries take any batch size
+# Up to this batch size a step runs on one thread. Measured at batch 1 in one process (same
+# library, torch at 1 against 2 threads): 0.119 against 0.150 ms; at batch 64 two threads win.
+SMALL_BATCH = 4
 
 
 def unavailable(device):
@@ -46,20 +49,10 @@ def unavailable(device):
 
 def _traced(state_dict, train):
     """The step (train) or the forward pass as an aten graph with a symbolic batch."""
-    from export import train_graph
-
     if train:
         graph_module, _ = train_graph.trace_train_step(state_dict, lowering=Im2colLowering)
         return graph_module
-    net = model.Net()
-    keys = list(state_dict)
-
-    def forward(x, *params):
-        with Im2colLowering():
-            return functional_call(net, dict(zip(keys, params)), (x,))
-
-    x, _ = model.make_batch(TRACE_BATCH)
-    return make_fx(forward, tracing_mode="symbolic")(x, *state_dict.values())
+    return train_graph.trace_forward(state_dict, lowering=Im2colLowering)
 
 
 class _TrainStep(torch.nn.Module):
@@ -85,10 +78,18 @@ class _TrainStep(torch.nn.Module):
 
 
 def _cache_path(graph_module, options, device, dtype, train):
+    """Where the library for this graph and these settings lives. The name hashes everything a
+    library depends on: the traced graph, the Inductor options, the code that exports it (this
+    module and export/train_graph.py), torch, and the CPU's vector instruction set, so a cache
+    folder shared between machines or versions never hands back a library built for another."""
+    import inspect
+
+    from torch._inductor.cpu_vec_isa import pick_vec_isa
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
+    sources = [inspect.getsource(module) for module in (sys.modules[__name__], train_graph)]
     key = "\n".join(map(str, [graph_module.code, sorted(options.items()), device, dtype, train,
-                              torch.__version__, _TrainStep.forward.__code__.co_code]))
+                              torch.__version__, pick_vec_isa(), platform.machine(), *sources]))
     name = hashlib.sha256(key.encode()).hexdigest()[:32]
     return os.path.join(cache_dir(), "lenet-bench-aoti", f"{'train' if train else 'forward'}-{name}.pt2")
 
@@ -99,13 +100,13 @@ def _library(state_dict, device, dtype, train, threads):
     cpu_state = {k: v.detach().to("cpu", dtype) for k, v in state_dict.items()}
     graph_module = _traced(cpu_state, train)
     options = {"cpp.threads": threads} if device.type == "cpu" else {}
-    if torch._inductor.config.cpp.enable_kernel_profile:  # bench.profile: its aten calls show as ranges
+    if torch._inductor.config.cpp.enable_kernel_profile:  # bench.profile: one range per kernel
         options["cpp.enable_kernel_profile"] = True
     path = _cache_path(graph_module, options, device, dtype, train)
     cached = os.path.exists(path)
     if not cached:
         on_device = {k: v.to(device) for k, v in cpu_state.items()}
-        x, target = model.make_batch(TRACE_BATCH, device=device)
+        x, target = model.make_batch(train_graph.TRACE_BATCH, device=device)
         x, target = x.to(dtype), target.to(dtype)
         batch = torch.export.Dim("batch", min=1)
         if train:
@@ -121,6 +122,7 @@ def _library(state_dict, device, dtype, train, threads):
         os.close(handle)
         try:
             torch._inductor.aoti_compile_and_package(exported, package_path=partial, inductor_configs=options)
+            os.chmod(partial, harness.file_mode())  # mkstemp makes 0600
             os.replace(partial, path)
         finally:
             if os.path.exists(partial):
@@ -149,7 +151,7 @@ class Runner:
         self.params = {k: v.to(self.device).clone() for k, v in self.state_dict.items()}
         self._libraries = {}  # (train, threads) -> the loaded library's run
         self.info = {"small_batch": SMALL_BATCH, "threads": None, "dynamic_batch": True,
-                     "compile_cached": None, "compile_seconds": 0.0}
+                     "compile_cached": None, "compile_seconds": 0.0, "library_hit": 0, "library_miss": 0}
 
     def _threads(self, batch_size):
         if self.device.type != "cpu":
@@ -167,6 +169,7 @@ class Runner:
             run = self._libraries[(train, threads)] = library.loader.run
             self.info["compile_seconds"] = round(self.info["compile_seconds"] + seconds, 3)
             self.info["compile_cached"] = cached
+            self.info["library_hit" if cached else "library_miss"] += 1
         self.info["threads"] = threads
         with _torch_threads(threads) if self.device.type == "cpu" else contextlib.nullcontext():
             return run(inputs)[0]
