@@ -169,6 +169,7 @@ def profile_backend(name, batch_sizes, steps, folder):
     if kernel_profile:
         import torch._inductor.config as inductor_config
 
+        torch._dynamo.reset()  # a build compiled earlier in this process must not be reused
         plain = backends.create(name, state, "cpu")
         for batch in batch_sizes:
             x, target = model.make_batch(batch)
@@ -177,6 +178,8 @@ def profile_backend(name, batch_sizes, steps, folder):
                 step()
             benchmarked_wall[batch] = statistics.median(round_means(step, steps, sum(TIMING_ROUNDS)))
         del plain
+        # Dynamo would otherwise hand the plain build's compiled step to the next runner.
+        torch._dynamo.reset()
         inductor_config.cpp.enable_kernel_profile = True  # one RECORD_FUNCTION range per kernel
     try:
         runner = backends.create(name, state, "cpu")

@@ -12,7 +12,9 @@ import sys
 import tempfile
 
 import pytest
+import torch
 
+import model
 from bench import backends, compile_time, profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +54,19 @@ def test_profile_eager(tmp_path, monkeypatch):
     assert 0 < coverage < 100 and 0 < in_ops < 100
     assert "Python/dispatch/framework overhead" in part
     assert "| eager | 1 |" in section(text, "## Summary")
+
+
+def test_profile_compile_shows_its_kernels_and_times_the_benchmarked_build_apart(tmp_path, monkeypatch):
+    reason = backends.unavailable("compile", "cpu")
+    if reason:
+        pytest.skip(reason)
+    torch._dynamo.reset()
+    backends.create("compile", model.make_net().state_dict()).train_step(*model.make_batch(1))  # built first
+    text = run_profile(tmp_path, monkeypatch, "compile")
+    part = section(text, "## compile, batch 1")
+    ops = re.findall(r"^\| `([^`]+)` \|", part, re.M)
+    assert any(op.startswith("cpp_fused") for op in ops), ops  # the instrumented build, not a reused one
+    assert "the build the benchmarks time takes" in part
 
 
 def test_profile_onnxruntime(tmp_path, monkeypatch):
