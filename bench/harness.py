@@ -2,6 +2,7 @@
 
 import argparse
 import functools
+import gc
 import importlib.metadata
 import os
 import platform
@@ -146,6 +147,17 @@ def backend_list(text, device="cpu"):
         if reason:
             raise UsageError(f"--backends: {name} cannot run on {device}: {reason}")
     return list(dict.fromkeys(names))
+
+
+def settle_heap():
+    """Collect, then freeze what is on the heap out of the garbage collector; call before timing.
+
+    Objects earlier benchmarks left (traced graphs, sessions, compiled code) would make every
+    collection during the timed rounds walk them too, slowing whichever backend allocates the
+    most Python objects per call (eager) by what ran before it. What the timed calls allocate
+    is still collected as usual."""
+    gc.collect()
+    gc.freeze()
 
 
 def file_mode():

@@ -176,6 +176,7 @@ def profile_backend(name, batch_sizes, steps, folder):
             step = functools.partial(plain.train_step, x, target)
             for _ in range(WARMUP_STEPS):
                 step()
+            harness.settle_heap()
             benchmarked_wall[batch] = statistics.median(round_means(step, steps, sum(TIMING_ROUNDS)))
         del plain
         # Dynamo would otherwise hand the plain build's compiled step to the next runner.
@@ -191,6 +192,7 @@ def profile_backend(name, batch_sizes, steps, folder):
             for _ in range(WARMUP_STEPS):
                 step()
             warmup = time.perf_counter() - start
+            harness.settle_heap()
             means = round_means(step, steps, TIMING_ROUNDS[0])
             if module_name == "onnxruntime":
                 ops, overhead, profiled = ort_ops(state, x, target, steps, folder)

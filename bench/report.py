@@ -344,7 +344,11 @@ def targets_section(run):
                               "yes" if mine[worst] >= needed else "no"])
         if table:
             lines += [f"## Performance targets, training step, {device}", "",
-                      markdown_table(["target", "measured in this run", "met"], table), ""]
+                      markdown_table(["target", "measured in this run", "met"], table), "",
+                      "Where the time goes: the profile summary below and [PROFILE.md](PROFILE.md); "
+                      "what was tried for each backend, kept and dropped: "
+                      "[README.md](../README.md#what-was-tried-for-speed).",
+                      ""]
     return lines
 
 

@@ -4,7 +4,6 @@ Run with `pytest bench/ --benchmark-only`. Each benchmark first warms up its run
 (compilation, first-call allocation) outside the timed rounds and records that time apart.
 """
 
-import gc
 import time
 
 import pytest
@@ -62,12 +61,7 @@ def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, devic
         **agreement,
         **{f"backend_{k}": v for k, v in getattr(runner, "info", {}).items()},
     )
-    # Objects earlier benchmarks left (traced graphs, sessions, compiled code) would make every
-    # garbage collection in the timed rounds walk them too, slowing whichever backend allocates
-    # the most Python objects per call (eager) by what ran before it. Freeze them out of the
-    # collector; what the timed calls allocate is still collected as usual.
-    gc.collect()
-    gc.freeze()
+    harness.settle_heap()
     result = benchmark(call)
     assert torch.isfinite(result).all(), f"{backend} produced non-finite values"
 
