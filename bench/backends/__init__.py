@@ -24,7 +24,9 @@ torch.backends.cuda.matmul.allow_tf32 = False
 # name -> (module in bench.backends, options for its Runner)
 CONFIGS = {
     "eager": ("eager", {}),
-    "compile": ("compile", {}),  # the Net's convolutions and pools lowered to im2col, C++ wrapper on CPU
+    # The Net's convolutions and pools lowered to im2col, C++ wrapper on CPU, Inductor's autotuning
+    # (its GEMM templates benchmarked against aten's at compile time); no CUDA graphs.
+    "compile": ("compile", {"mode": "max-autotune-no-cudagraphs"}),
     "compile-aten": ("compile", {"im2col": False, "cpp_wrapper": False}),  # torch.compile's defaults
     "compile-cudagraphs": ("compile", {"mode": "reduce-overhead"}),  # CUDA graphs; CUDA only
     "aotinductor": ("aotinductor", {}),  # compile's step built ahead of time into a C++ library
