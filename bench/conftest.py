@@ -60,14 +60,9 @@ SELECTION = pytest.StashKey[dict]()
 
 def check_writable(storage):
     """Fail before the first benchmark, in one line, when the run could not be saved at the end."""
-    import tempfile
-
     folder = storage.get("")
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
-        os.close(fd)
-        os.unlink(probe)
+        harness.probe_writable(folder)
     except OSError as error:
         raise pytest.UsageError(f"--benchmark-storage: cannot save runs in {folder} "
                                 f"({error.strerror or error}); give a writable folder") from None

@@ -1,6 +1,7 @@
 """What every benchmark records beside its timing: FLOPs, versions, machine."""
 
 import argparse
+import contextlib
 import functools
 import gc
 import importlib.metadata
@@ -167,20 +168,43 @@ def file_mode():
     return 0o666 & ~umask
 
 
-def write_atomic(path, write):
-    """Write a file through a temporary file in the same folder, then os.replace it into place:
-    a results file is whole or absent, never half written. `write(f)` gets a binary file."""
+def probe_writable(folder):
+    """Create `folder` if needed and write and remove a file in it; raise OSError when that fails
+    (os.access says yes to root even on read-only mounts)."""
+    os.makedirs(folder, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=folder, prefix=".probe-")
+    os.close(fd)
+    os.unlink(probe)
+
+
+def replace_atomic(path, make, suffix=".tmp"):
+    """`make(tmp)` writes a temporary file in `path`'s folder, which is then renamed to `path`:
+    the file is whole or absent, never half written, and on any error or interrupt the temporary
+    file is removed and `path` left as it was. `suffix` ends the temporary name."""
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=suffix)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, file_mode())  # mkstemp makes 0600; a results file is an ordinary file
+        make(tmp)
+        os.chmod(tmp, file_mode())  # mkstemp makes 0600; the result is an ordinary file
         os.replace(tmp, path)
     except BaseException:
-        os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
         raise
+
+
+def write_atomic(path, write):
+    """replace_atomic for content written by `write(f)` to a binary file, synced to disk."""
+
+    def make(tmp):
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+
+    replace_atomic(path, make)
 
 
 def write_text_atomic(path, text):

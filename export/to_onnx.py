@@ -13,9 +13,7 @@ export never leaves a partial file behind.
 """
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -81,11 +79,10 @@ def validate(args):
     out = args.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
+    from bench import harness
+
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=out, prefix=".write-test-")  # os.access is always true for root
-        os.close(fd)
-        os.unlink(probe)
+        harness.probe_writable(out)
     except OSError as error:
         raise UsageError(f"--out {out} is not a writable folder: {error.strerror or error}") from None
     if not args.force:
@@ -95,39 +92,13 @@ def validate(args):
 
 
 def write_atomic(path, chunks):
-    """Write `chunks` (bytes, or an iterable of bytes) to `path` through a temporary file in
-    the same folder, renamed into place only once complete: on any error or interrupt the
-    temporary file is removed and `path` is left as it was."""
-    path = Path(path)
+    """Write `chunks` (bytes, or an iterable of bytes) to `path` whole or not at all
+    (bench.harness.write_atomic: through a temporary file, renamed into place once complete)."""
+    from bench import harness
+
     if isinstance(chunks, (bytes, bytearray)):
         chunks = [chunks]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        with _suppress_os_error():
-            os.unlink(tmp)
-        raise
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-class _suppress_os_error:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, value, traceback):
-        return kind is not None and issubclass(kind, OSError)
+    harness.write_atomic(path, lambda f: f.writelines(chunks))
 
 
 def parity(inference_bytes, train_bytes, seed, batch_size):

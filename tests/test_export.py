@@ -233,7 +233,7 @@ def test_main_interrupted_while_writing_leaves_no_partial_file(tmp_path, cached_
     def interrupted_fsync(fd):
         raise KeyboardInterrupt  # after the data went to the temporary file, before the rename
 
-    monkeypatch.setattr(to_onnx.os, "fsync", interrupted_fsync)
+    monkeypatch.setattr(os, "fsync", interrupted_fsync)
     assert to_onnx.main(["--out", str(tmp_path), "--batch-size", "2"]) != 0
     assert list(tmp_path.iterdir()) == []
 

@@ -19,7 +19,7 @@ run one compiled for torch's thread count. The count used is in `info["threads"]
 
 Compiling takes tens of seconds per library, so each is kept on disk under Inductor's cache
 folder, named by a hash of the traced graph, the Inductor options and the versions.
-`info["compile_cached"]` says whether the last library came from there.
+`info["library_hit"]` and `info["library_miss"]` count the libraries loaded from there or built.
 """
 
 import contextlib
@@ -27,7 +27,6 @@ import hashlib
 import os
 import platform
 import sys
-import tempfile
 import time
 
 import torch
@@ -116,17 +115,9 @@ def _library(state_dict, device, dtype, train, threads):
             module, args = graph_module, (x, *on_device.values())
             dims = ({0: batch}, *[None] * len(on_device))
         exported = torch.export.export(module, args, dynamic_shapes=dims, strict=False)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        # Compile beside the final name, then rename: a library on disk is whole or absent.
-        handle, partial = tempfile.mkstemp(suffix=".pt2", dir=os.path.dirname(path))
-        os.close(handle)
-        try:
-            torch._inductor.aoti_compile_and_package(exported, package_path=partial, inductor_configs=options)
-            os.chmod(partial, harness.file_mode())  # mkstemp makes 0600
-            os.replace(partial, path)
-        finally:
-            if os.path.exists(partial):
-                os.remove(partial)
+        # A library on disk is whole or absent; the packager wants a name ending in .pt2.
+        harness.replace_atomic(path, lambda tmp: torch._inductor.aoti_compile_and_package(
+            exported, package_path=tmp, inductor_configs=options), suffix=".pt2")
     library = torch._inductor.aoti_load_package(path)
     return library, time.perf_counter() - start, cached
 
@@ -151,7 +142,7 @@ class Runner:
         self.params = {k: v.to(self.device).clone() for k, v in self.state_dict.items()}
         self._libraries = {}  # (train, threads) -> the loaded library's run
         self.info = {"small_batch": SMALL_BATCH, "threads": None, "dynamic_batch": True,
-                     "compile_cached": None, "compile_seconds": 0.0, "library_hit": 0, "library_miss": 0}
+                     "compile_seconds": 0.0, "library_hit": 0, "library_miss": 0}
 
     def _threads(self, batch_size):
         if self.device.type != "cpu":
@@ -168,7 +159,6 @@ class Runner:
                                        check_full_update=True, user_managed=True)
             run = self._libraries[(train, threads)] = library.loader.run
             self.info["compile_seconds"] = round(self.info["compile_seconds"] + seconds, 3)
-            self.info["compile_cached"] = cached
             self.info["library_hit" if cached else "library_miss"] += 1
         self.info["threads"] = threads
         with _torch_threads(threads) if self.device.type == "cpu" else contextlib.nullcontext():
