@@ -1,0 +1,121 @@
+"""Paired timing, machine noise and memory figures, on a simulated clock where timing matters:
+no test here depends on how fast this machine happens to be."""
+
+import numpy as np
+import pytest
+import torch
+
+from bench import memory, noise, timing
+
+
+class Clock:
+    """A simulated machine: each call costs its work times the machine's slowness at that moment."""
+
+    def __init__(self, slowness=lambda t: 1.0):
+        self.now, self.slowness, self.log = 0.0, slowness, []
+
+    def __call__(self):
+        return self.now
+
+    def work(self, name, seconds):
+        def call():
+            self.log.append(name)
+            self.now += seconds * self.slowness(self.now)
+        return call
+
+
+class Rounds:
+    """pytest-benchmark's pedantic mode on the simulated clock."""
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def pedantic(self, target, setup, rounds, iterations=1, warmup_rounds=0):
+        data = []
+        for _ in range(rounds):
+            setup()
+            start = self.clock()
+            target()
+            data.append(self.clock() - start)
+        self.stats = type("S", (), {"stats": type("D", (), {"data": data})()})()
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    simulated = Clock(slowness=lambda t: 1.0 + t / 2.0)  # the machine slows down 2x over two seconds
+    monkeypatch.setattr(timing.time, "perf_counter", simulated)
+    return simulated
+
+
+def test_a_backend_slowed_by_10_percent_is_seen_through_a_drifting_machine(clock):
+    eager, slowed = clock.work("eager", 1e-3), clock.work("backend", 1.1e-3)
+    info = timing.paired(Rounds(clock), slowed, eager, seconds=2.0)
+    assert info["speedup"] == pytest.approx(1 / 1.1, rel=0.01)
+    assert info["speedup_high"] < 0.95  # the interval clears 1: slower, decided
+
+
+def test_eager_against_itself_reads_one(clock):
+    eager = clock.work("eager", 1e-3)
+    info = timing.paired(Rounds(clock), eager, eager, seconds=2.0)
+    assert info["speedup_low"] <= 1.0 <= info["speedup_high"]
+    assert info["speedup"] == pytest.approx(1.0, rel=0.01)
+
+
+def runs(log):
+    """The call log as [name, count] runs of the same name."""
+    merged = []
+    for name in log:
+        if merged and merged[-1][0] == name:
+            merged[-1][1] += 1
+        else:
+            merged.append([name, 1])
+    return merged
+
+
+def test_blocks_alternate_in_order_e_b_b_e(clock, monkeypatch):
+    eager, backend = clock.work("E", 1e-3), clock.work("B", 2e-3)
+    monkeypatch.setattr(timing, "seconds_per_call", lambda call: 2e-3 if call is backend else 1e-3)
+    info = timing.paired(Rounds(clock), backend, eager, seconds=1.0, block_seconds=0.01)
+    assert info["pairs"] == 50 and info["block_calls"] == 5 and info["baseline_block_calls"] == 10
+    # E0 B0 | B1 E1 | E2 B2 | ... | B49 E49: neighbouring blocks of one side merge into runs of two
+    body = runs(clock.log)
+    assert [name for name, _ in body] == ["E", "B"] * 25 + ["E"]
+    assert [count for name, count in body if name == "E"] == [10] + [20] * 24 + [10]
+    assert [count for name, count in body if name == "B"] == [10] * 25
+
+
+def test_median_interval_covers_the_median_and_narrows_with_more_pairs():
+    rng = np.random.default_rng(1)
+    few = timing.median_interval(2.0 + 0.1 * rng.standard_normal(10))
+    many = timing.median_interval(2.0 + 0.1 * rng.standard_normal(400))
+    for median, low, high in (few, many):
+        assert low <= median <= high
+    assert many[2] - many[1] < few[2] - few[1]
+    assert all(np.isnan(timing.median_interval([])))  # no pairs, no figure
+
+
+def test_noise_monitor_reads_shares_of_the_machine():
+    monitor = noise.Monitor().start()
+    sum(range(200_000))
+    info = monitor.stop()
+    for key in ("noise_others_cpu", "noise_steal"):
+        assert info[key] is None or 0.0 <= info[key] <= 1.0
+    assert noise.is_noisy({"noise_others_cpu": 0.2, "noise_steal": 0.0}) is True
+    assert noise.is_noisy({"noise_others_cpu": 0.01, "noise_steal": 0.01}) is False
+    assert noise.is_noisy({}) is None
+
+
+def test_peak_memory_sees_an_allocation_inside_the_call():
+    if memory.resident_bytes() is None:
+        pytest.skip("no /proc/self/status here")
+    size = 64 * 2**20
+
+    def allocate():
+        buffer = torch.ones(size // 4)  # written, so resident
+        return buffer.sum()
+
+    info = memory.peak_over_call(allocate)
+    if info["memory_peak_bytes"] is None:
+        pytest.skip("/proc/self/clear_refs is not writable here")
+    assert info["memory_peak_bytes"] >= 0.9 * size
+    assert memory.peak_over_call(lambda: None)["memory_peak_bytes"] < 0.5 * size
