@@ -1,11 +1,13 @@
 """Selection options, shared runners and machine info for the benchmarks in bench/."""
 
+import contextlib
 import os
 import time
 
 import pytest
 
-from bench import backends, harness
+import model
+from bench import backends, harness, memory, timing
 
 
 def pytest_addoption(parser):
@@ -18,6 +20,12 @@ def pytest_addoption(parser):
                     help=f"comma-separated devices; choices: {', '.join(backends.DEVICES)}")
     group.addoption("--modes", default=",".join(harness.MODES),
                     help=f"comma-separated modes; choices: {', '.join(harness.MODES)}")
+    group.addoption("--threads", default=None,
+                    help="intra-op threads for every backend, eager included (default: torch's own "
+                         "count, one per core)")
+    group.addoption("--paired-seconds", default=str(timing.PAIRED_SECONDS),
+                    help="seconds of paired timing per benchmark, eager's blocks and the backend's "
+                         "together (default: %(default)s)")
 
 
 def parse_list(config, option, choices=None, convert=str):
@@ -45,6 +53,19 @@ def pytest_configure(config):
         "mode": parse_list(config, "modes", harness.MODES),
     }
     config.stash[SELECTION] = selection
+    SESSION_START[0] = time.perf_counter()
+    threads = parse_list(config, "threads", convert=int)[0] if config.getoption("threads") else None
+    if threads:  # one policy: every backend (ONNX Runtime too) runs on torch's thread count
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        config.stash[PAIRED_SECONDS] = float(config.getoption("paired_seconds"))
+        if not config.stash[PAIRED_SECONDS] > 0:
+            raise ValueError
+    except ValueError:
+        raise pytest.UsageError(f"--paired-seconds: expected a positive number of seconds, "
+                                f"got {config.getoption('paired_seconds')!r}") from None
     session = getattr(config, "_benchmarksession", None)
     if session is not None and not session.disabled:
         if not (session.save or session.autosave):  # every timed run is kept in results/
@@ -56,6 +77,7 @@ def pytest_configure(config):
 
 
 SELECTION = pytest.StashKey[dict]()
+PAIRED_SECONDS = pytest.StashKey[float]()
 
 
 def check_writable(storage):
@@ -105,12 +127,36 @@ def protect_saved_runs(storage):
     storage.saved = []
 
 
-def pytest_sessionfinish(session):
-    """Runs after pytest-benchmark's own hook has saved the run: refresh the report beside it."""
+def pytest_keyboard_interrupt(excinfo):
+    """Ctrl-C: the finished benchmarks are still saved, marked as an interrupted run."""
+    INTERRUPTED_RUNS.append(True)
+
+
+INTERRUPTED_RUNS = []  # pytest_keyboard_interrupt has no config; one pytest session per process
+SESSION_START = [time.perf_counter()]  # reset when the session starts (pytest_configure)
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Every saved run says whether it ran to the end: an interrupted one is kept, but the report
+    and compare leave it out unless it is named."""
+    misses = sum((bench.extra_info.get("first_call_cache") or {}).get("misses", 0) for bench in benchmarks)
+    output_json["lenet_bench"] = {"interrupted": bool(INTERRUPTED_RUNS), "benchmarks_saved": len(benchmarks),
+                                  "session_seconds": round(time.perf_counter() - SESSION_START[0], 1),
+                                  "compile_cache_misses": misses}
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Runs after pytest-benchmark's own hook has saved the run: refresh the report beside it,
+    unless the run was interrupted (REPORT.md stays on the last complete run)."""
     storage = getattr(getattr(session.config, "_benchmarksession", None), "storage", None)
     for path in getattr(storage, "saved", []):
         from bench import report
 
+        if INTERRUPTED_RUNS:
+            print(f"\nlenet-bench: the run was interrupted; {path} is kept and marked interrupted, "
+                  "and results/REPORT.md still shows the last complete run "
+                  f"(`python -m bench.report {os.path.basename(str(path))[:4]}` reports this one)")
+            continue
         report.main([str(path), "--storage", str(storage.path), "--out", str(storage.path.parent)])
 
 
@@ -130,49 +176,154 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info.update(harness.machine_info())
 
 
-class RunnerCache:
-    """One runner per (backend, device) for the whole session: export, scripting and session
-    creation happen once, outside every timed region, and their time is recorded. When timing
-    is on, each backend's agreement with float64 is checked once, so its status travels with
-    its timings."""
+class Cell:
+    """One backend's runner for one device and batch size, and what is known about it before timing."""
 
-    def __init__(self, check_agreement, selected=None):
-        self.runners = {}
+    def __init__(self, runner, setup_seconds, held_bytes):
+        self.runner, self.setup_seconds = runner, setup_seconds
+        self.first_call_seconds = {}  # "train"/"forward" -> seconds of the runner's first such call
+        self.first_call_cache = {}  # "train"/"forward" -> {"hits": n, "misses": n} of compile caches
+        self.held_bytes = held_bytes  # resident-set growth over creation and each first call (bench.memory)
+        self.agreement = {"agreement": "not checked"}
+
+
+def _compile_cache_counts(runner):
+    """Inductor's FX graph cache and AOTInductor's library cache, hits and misses so far."""
+    import torch
+
+    inductor = torch._dynamo.utils.counters["inductor"]
+    info = getattr(runner, "info", {})
+    return (inductor["fxgraph_cache_hit"] + info.get("library_hit", 0),
+            inductor["fxgraph_cache_miss"] + info.get("library_miss", 0))
+
+
+class FirstCalls:
+    """Wraps a runner to time its first train_step and first forward, and the compile-cache hits and
+    misses during them: whoever calls first (the agreement check, or the warm-up before timing)."""
+
+    def __init__(self, cell):
+        self._cell = cell
+        runner = cell.runner
+        self.parameters, self.gradients = runner.parameters, runner.gradients
+        self.train_step = self._first("train", runner.train_step)
+        self.forward = self._first("forward", runner.forward)
+
+    def _first(self, mode, method):
+        def call(*args):
+            cell = self._cell
+            if mode in cell.first_call_seconds:
+                return method(*args)
+            hits, misses = _compile_cache_counts(cell.runner)
+            resident = memory.resident_bytes()
+            start = time.perf_counter()
+            result = method(*args)
+            cell.first_call_seconds[mode] = time.perf_counter() - start
+            cell.held_bytes = _add_growth(cell.held_bytes, resident)
+            new_hits, new_misses = _compile_cache_counts(cell.runner)
+            cell.first_call_cache[mode] = {"hits": new_hits - hits, "misses": new_misses - misses}
+            return result
+        return call
+
+
+def _add_growth(total, before):
+    """total + (resident set now - before), None when either cannot be read."""
+    after = memory.resident_bytes()
+    return None if None in (total, before, after) else total + after - before
+
+
+def _worst_rmse_ratio(result):
+    ratios = [row.rmse_ratio for row in result.rows if row.rmse_ratio is not None]
+    return max(ratios) if ratios else None
+
+
+class RunnerCache:
+    """One runner per backend, device and batch size, made the first time a benchmark of that
+    device and batch size runs. Its creation, first calls (compilation) and, when timing is on,
+    its agreement check happen then, outside every timed region. The agreement check trains the
+    very runners that are timed, at the batch size they are timed at, beside the float64
+    reference: its verdict travels with their timings."""
+
+    def __init__(self, check_agreement, selected=None, say=print):
         self.check_agreement = check_agreement
         self.selected = selected or list(backends.DEFAULT_CONFIGS)
-        self.verdicts = {}  # device -> {backend: extra_info entries}
+        self.say = say
+        self.cells = {}  # (backend, device, batch_size) -> Cell
+        self.pools = {}  # (device, batch_size) -> the batches every runner cycles through
 
-    def get(self, backend, device):
-        key = (backend, device)
-        if key not in self.runners:
-            reason = backends.unavailable(backend, device)
-            if reason:
-                pytest.skip(f"{backend} on {device}: {reason}")
-            import model
+    def pool(self, device, batch_size):
+        key = (device, batch_size)
+        if key not in self.pools:
+            self.pools[key] = model.make_batch_pool(batch_size, device=device)
+        return self.pools[key]
 
-            start = time.perf_counter()
-            runner = backends.create(backend, model.make_net(seed=0).state_dict(), device=device)
-            setup_seconds = time.perf_counter() - start
-            self.runners[key] = (runner, setup_seconds, self.agreement(backend, device))
-        return self.runners[key]
+    def get(self, backend, device, batch_size):
+        """The Cell of `backend` (skipped with its reason where it cannot run)."""
+        reason = backends.unavailable(backend, device)
+        if reason:
+            pytest.skip(f"{backend} on {device}: {reason}")
+        if (backend, device, batch_size) not in self.cells:
+            self._prepare(device, batch_size, [backend])
+        return self.cells[(backend, device, batch_size)]
 
-    def agreement(self, backend, device):
-        """Every selected backend is checked on a device in one lockstep run, the first time a
-        benchmark on that device needs a verdict."""
+    def _create(self, backend, device, batch_size):
+        resident = memory.resident_bytes()
+        start = time.perf_counter()
+        runner = backends.create(backend, model.make_net(seed=AGREEMENT_SEED).state_dict(), device=device)
+        cell = Cell(runner, time.perf_counter() - start, _add_growth(0, resident))
+        self.cells[(backend, device, batch_size)] = cell
+        self.say(f"{device} batch {batch_size}: {backend} created in {cell.setup_seconds:.1f} s")
+        return cell
+
+    def _prepare(self, device, batch_size, wanted):
+        """Create the runners of every selected backend (or just `wanted`) at this device and batch
+        size and, when timing, check them all in one lockstep run against float64."""
+        names = [name for name in dict.fromkeys([*self.selected, *wanted])
+                 if not backends.unavailable(name, device) and (name, device, batch_size) not in self.cells]
         if not self.check_agreement:
-            return {"agreement": "not checked"}
-        if device not in self.verdicts:
-            from bench import agreement
+            names = [name for name in names if name in wanted]
+        cells = {name: self._create(name, device, batch_size) for name in names}
+        if not self.check_agreement or not cells:
+            return
+        from bench import agreement
 
-            names = list(dict.fromkeys([*self.selected, backend]))
-            self.verdicts[device] = {
-                result.backend: {"agreement": agreement.status(result),
-                                 "agreement_max_abs_error": result.max_abs_error}
-                for result in agreement.check(names, device=device)}
-        return self.verdicts[device][backend]
+        self.say(f"{device} batch {batch_size}: checking {', '.join(cells)} against float64 eager "
+                 f"for {agreement.DEFAULT_STEPS} steps (the first steps compile)")
+        start = time.perf_counter()
+        extra = {name: (lambda state, dev, dtype, c=cell: FirstCalls(c)) for name, cell in cells.items()}
+        for result in agreement.check([], device=device, steps=agreement.DEFAULT_STEPS, batch_size=batch_size,
+                                      seed=AGREEMENT_SEED, extra=extra):
+            cell = cells[result.backend]
+            cell.agreement = {"agreement": agreement.status(result),
+                              "agreement_max_abs_error": result.max_abs_error,
+                              "agreement_worst_rmse_ratio": _worst_rmse_ratio(result),
+                              "agreement_steps": agreement.DEFAULT_STEPS,
+                              "agreement_batch_size": batch_size}
+        for name, cell in cells.items():
+            compiled = ", ".join(f"first {mode} {seconds:.1f} s"
+                                 for mode, seconds in cell.first_call_seconds.items())
+            self.say(f"{device} batch {batch_size}: {name} {cell.agreement['agreement']} ({compiled})")
+        self.say(f"{device} batch {batch_size}: agreement checked in {time.perf_counter() - start:.1f} s")
+
+
+# The agreement check starts every runner from make_net(AGREEMENT_SEED), as its reference does.
+AGREEMENT_SEED = 0
+
+
+def progress(config):
+    """A function that prints one line to the terminal while tests run, past pytest's capture."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def say(text):
+        if terminal is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            terminal.write_line(f"lenet-bench: {text}")
+    return say
 
 
 @pytest.fixture(scope="session")
 def runner_cache(request):
-    return RunnerCache(check_agreement=not request.config._benchmarksession.disabled,
-                       selected=request.config.stash[SELECTION]["backend"])
+    config = request.config
+    return RunnerCache(check_agreement=not config._benchmarksession.disabled,
+                       selected=config.stash[SELECTION]["backend"], say=progress(config))

@@ -1,18 +1,22 @@
 """The timed benchmarks: one training step and one forward pass, per backend x batch x device.
 
-Run with `pytest bench/ --benchmark-only`. Each benchmark first warms up its runner
-(compilation, first-call allocation) outside the timed rounds and records that time apart.
+Run with `pytest bench/ --benchmark-only`. Each runner is created, checked against float64 and
+warmed up (compilation, first-call allocation) outside the timed rounds; those times are
+recorded apart. The timed rounds alternate with eager's in blocks (bench/timing.py), every call
+takes the next batch of a pre-generated pool, and each benchmark records the machine's noise
+while it ran and the memory of one call.
 """
 
-import time
+import itertools
 
 import pytest
 import torch
 
-import model
-from bench import backends, harness
+from bench import backends, harness, memory, noise, timing
+from bench.conftest import PAIRED_SECONDS, FirstCalls
 
 WARMUP_CALLS = 3
+BASELINE = "eager"
 
 
 def mode(name):
@@ -33,47 +37,64 @@ def timed_call(step, device):
     return step
 
 
-def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, device):
-    runner, setup_seconds, agreement = runner_cache.get(backend, device)
-    x, target = model.make_batch(batch_size, device=device)
+def unit(runner, mode_name, pool, device):
+    """One timed unit of `runner`: a training step or a forward pass on the pool's next batch."""
+    batches = itertools.cycle(pool)
     if mode_name == "train":
-        call = timed_call(lambda: runner.train_step(x, target), device)
-    else:
-        call = timed_call(lambda: runner.forward(x), device)
+        return timed_call(lambda: runner.train_step(*next(batches)), device)
+    return timed_call(lambda: runner.forward(next(batches)[0]), device)
 
-    start = time.perf_counter()
-    call()  # the first call compiles or allocates: timed on its own, never with the rounds
-    first_call_seconds = time.perf_counter() - start
-    for _ in range(WARMUP_CALLS - 1):
-        call()
 
+def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, device, paired_seconds=None):
+    cell = runner_cache.get(backend, device, batch_size)
+    pool = runner_cache.pool(device, batch_size)
+    first = unit(FirstCalls(cell), mode_name, pool, device)
+    for _ in range(WARMUP_CALLS):  # the first call compiles or allocates, when nothing did before
+        first()
+    call = unit(cell.runner, mode_name, pool, device)
+    flops = harness.count_flops(mode_name, batch_size)
     benchmark.group = f"{mode_name} {device} batch={batch_size}"
     benchmark.extra_info.update(
         backend=backend,
         mode=mode_name,
         device=device,
         batch_size=batch_size,
-        flops=harness.count_flops(mode_name, batch_size),
+        flops=flops,
         threads=torch.get_num_threads(),
         torch=torch.__version__,
-        setup_seconds=setup_seconds,
-        first_call_seconds=first_call_seconds,
-        **agreement,
-        **{f"backend_{k}": v for k, v in getattr(runner, "info", {}).items()},
+        batch_pool=len(pool),
+        setup_seconds=cell.setup_seconds,
+        first_call_seconds=cell.first_call_seconds.get(mode_name),
+        first_call_cache=cell.first_call_cache.get(mode_name),
+        held_bytes=cell.held_bytes,
+        **cell.agreement,
+        **{f"backend_{k}": v for k, v in getattr(cell.runner, "info", {}).items()},
     )
     harness.settle_heap()
-    result = benchmark(call)
+    if getattr(benchmark, "disabled", True):  # --benchmark-disable: one untimed call, as a test
+        result = benchmark(call)
+    else:
+        baseline = call if backend == BASELINE else unit(
+            runner_cache.get(BASELINE, device, batch_size).runner, mode_name, pool, device)
+        monitor = noise.Monitor().start()
+        seconds = paired_seconds or timing.PAIRED_SECONDS
+        benchmark.extra_info.update(timing.paired(benchmark, call, baseline, seconds))
+        benchmark.extra_info.update(monitor.stop())
+        benchmark.extra_info.update(memory.peak_over_call(call, device))
+        result = call()
     assert torch.isfinite(result).all(), f"{backend} produced non-finite values"
 
 
 @mode("train")
-def test_train_step(benchmark, runner_cache, backend, batch_size, device):
-    run_benchmark(benchmark, runner_cache, "train", backend, batch_size, device)
+def test_train_step(benchmark, runner_cache, backend, batch_size, device, request):
+    run_benchmark(benchmark, runner_cache, "train", backend, batch_size, device,
+                  request.config.stash[PAIRED_SECONDS])
 
 
 @mode("forward")
-def test_forward(benchmark, runner_cache, backend, batch_size, device):
-    run_benchmark(benchmark, runner_cache, "forward", backend, batch_size, device)
+def test_forward(benchmark, runner_cache, backend, batch_size, device, request):
+    run_benchmark(benchmark, runner_cache, "forward", backend, batch_size, device,
+                  request.config.stash[PAIRED_SECONDS])
 
 
 @pytest.mark.parametrize("size", [1024])

@@ -70,6 +70,21 @@ def make_batch(batch_size, seed=0, device="cpu", dtype=torch.float32):
     return x.to(device=device, dtype=dtype), target.to(device=device, dtype=dtype)
 
 
+# Samples in the pool every benchmark trains on: enough that the Net cannot fit them within a run
+# (at batch 1 it fits one fixed sample in a few hundred steps, and then its parameters barely move),
+# and the same 16 MiB of input at every batch size.
+POOL_SAMPLES = 4096
+
+
+def make_batch_pool(batch_size, samples=POOL_SAMPLES, seed=0, device="cpu", dtype=torch.float32):
+    """Pre-generated batches (x, target) to cycle through, at least two: a new batch every step,
+    as a data loader would give, with nothing generated inside the timed region."""
+    count = max(2, -(-samples // batch_size))
+    x, target = make_batch(count * batch_size, seed=seed, device=device, dtype=dtype)
+    return [(x[i * batch_size:(i + 1) * batch_size], target[i * batch_size:(i + 1) * batch_size])
+            for i in range(count)]
+
+
 def check_input(x, target=None, dtype=None, device=None):
     """Raise one clear ValueError for a batch the Net cannot take, before any kernel runs.
 

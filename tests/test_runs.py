@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ from bench import backends, harness
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--backends", "eager", "--batch-sizes", "1", "--devices", "cpu", "--modes", "forward",
-         "-k", "not sgemm", "--benchmark-max-time=0.05", "--benchmark-min-rounds=5"]
+         "-k", "not sgemm", "--paired-seconds=0.2"]
 
 
 def bench_command(storage, *extra):
@@ -63,18 +62,36 @@ def test_two_runs_at_the_same_moment_both_keep_their_results(tmp_path):
     assert "Forward pass, cpu" in (tmp_path / "REPORT.md").read_text()  # refreshed after the run
 
 
-def test_an_interrupted_run_leaves_earlier_results_intact(tmp_path):
+def test_an_interrupted_run_is_kept_marked_and_left_out_of_the_report(tmp_path):
     assert subprocess.run(bench_command(tmp_path, *QUICK), cwd=REPO, capture_output=True).returncode == 0
     [earlier] = saved_runs(tmp_path)
-    before = earlier.read_bytes()
-    run = subprocess.Popen(bench_command(tmp_path, "--devices", "cpu", "--backends", "eager"), cwd=REPO,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(6)
+    before, report_before = earlier.read_bytes(), (tmp_path / "REPORT.md").read_text()
+    assert "interrupted" not in report_before and not json.loads(before)["lenet_bench"]["interrupted"]
+    run = subprocess.Popen(bench_command(tmp_path, "--devices", "cpu", "--backends", "eager", "-v",
+                                         "--paired-seconds=0.2"),
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    for line in run.stdout:  # interrupt once the first benchmark has finished, so there is a part to keep
+        if "PASSED" in line:
+            break
     run.send_signal(signal.SIGINT)
-    run.wait(timeout=120)
+    output = run.communicate(timeout=120)[0]
     assert earlier.read_bytes() == before
-    for f in saved_runs(tmp_path):  # whatever the interrupted run left is whole JSON
-        json.loads(f.read_text())
+    partial = [f for f in saved_runs(tmp_path) if f != earlier]
+    assert len(partial) == 1, output
+    data = json.loads(partial[0].read_text())
+    assert data["lenet_bench"]["interrupted"] and data["benchmarks"]
+    assert "was interrupted" in output
+    assert (tmp_path / "REPORT.md").read_text() == report_before  # still the last complete run
+    from bench import compare, report
+
+    assert report.require_runs(str(tmp_path / "benchmarks"))[-1]["path"] == str(earlier)
+    named = report.find_run(partial[0].name[:4], str(tmp_path / "benchmarks"))
+    assert named["interrupted"]
+    out = tmp_path / "partial"
+    assert report.main([str(partial[0]), "--out", str(out)]) == 0
+    assert "This run was interrupted" in (out / "REPORT.md").read_text()
+    # one complete run: nothing to compare it with
+    assert compare.main(["--storage", str(tmp_path / "benchmarks")]) == 2
 
 
 def test_saving_never_overwrites_a_run_with_the_same_name(tmp_path, monkeypatch):
@@ -97,10 +114,10 @@ def test_saving_never_overwrites_a_run_with_the_same_name(tmp_path, monkeypatch)
 
 
 class FakeBenchmark:
-    """Stands in for pytest-benchmark's fixture: calls the timed callable once."""
+    """Stands in for pytest-benchmark's fixture under --benchmark-disable: calls the timed callable once."""
 
     def __init__(self):
-        self.group, self.extra_info = None, {}
+        self.group, self.extra_info, self.disabled = None, {}, True
 
     def __call__(self, function):
         return function()
@@ -130,8 +147,15 @@ def test_timed_training_step_updates_the_parameters_every_round(backend):
     from bench.conftest import RunnerCache
 
     cache = RunnerCache(check_agreement=False)
-    runner = cache.get(backend, "cpu")[0]
-    snapshots = []
+    runner = cache.get(backend, "cpu", 4).runner
+    snapshots, batches = [], []
+    train_step = runner.train_step
+
+    def spy(x, target):
+        batches.append(x)
+        return train_step(x, target)
+
+    runner.train_step = spy
 
     class RoundsBenchmark(FakeBenchmark):
         def __call__(self, function):
@@ -143,3 +167,47 @@ def test_timed_training_step_updates_the_parameters_every_round(backend):
     test_benchmarks.run_benchmark(RoundsBenchmark(), cache, "train", backend, 4, "cpu")
     for before, after in zip(snapshots, snapshots[1:]):
         assert all(not torch.equal(before[k], after[k]) for k in before)
+    timed = batches[test_benchmarks.WARMUP_CALLS:]
+    assert len({x.data_ptr() for x in timed}) == len(timed)  # a new batch every round
+
+
+def test_batch_1_training_keeps_changing_the_parameters_over_many_rounds():
+    """On one fixed sample the Net fits it in a few hundred batch-1 steps and then barely moves;
+    on the pool a round still changes a good share of them after thousands of rounds (at batch 1
+    a ReLU unit that one sample leaves inactive gets no gradient, so never all of them)."""
+
+    import model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # thousands of tiny steps: two threads only wait on each other
+    try:
+        changed_on_pool, changed_on_one = fraction_changed(model.make_batch_pool(1))
+    finally:
+        torch.set_num_threads(threads)
+    assert changed_on_pool > 0.05
+    assert changed_on_one < 0.01  # the fault this guards against is real
+
+
+def fraction_changed(pool):
+    import itertools
+
+    import model
+
+    runner = backends.create("eager", model.make_net().state_dict())
+    assert len(pool) == model.POOL_SAMPLES
+    batches = itertools.cycle(pool)
+    for _ in range(3000):
+        runner.train_step(*next(batches))
+    before = torch.cat([p.flatten().clone() for p in runner.parameters().values()])
+    runner.train_step(*next(batches))
+    after = torch.cat([p.flatten() for p in runner.parameters().values()])
+    on_pool = (before != after).float().mean().item()
+
+    fixed = backends.create("eager", model.make_net().state_dict())  # the old way: one batch
+    x, target = pool[0]
+    for _ in range(1000):
+        fixed.train_step(x, target)
+    before = torch.cat([p.flatten().clone() for p in fixed.parameters().values()])
+    fixed.train_step(x, target)
+    after = torch.cat([p.flatten() for p in fixed.parameters().values()])
+    return on_pool, (before != after).float().mean().item()
