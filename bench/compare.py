@@ -1,15 +1,18 @@
-"""Compare two saved benchmark runs by each backend's time relative to eager within its own run.
+"""Compare two saved benchmark runs by each backend's paired speedup against eager within its run.
 
     python -m bench.compare                      # the latest run against the one before it
     python -m bench.compare 0003                 # run 0003 (the baseline) against the latest
     python -m bench.compare BASELINE CANDIDATE   # NNNN prefixes or paths to the JSON files
 
 On a noisy or shared machine the absolute times of two runs drift together, so this compares
-ratios: for each mode, device, batch size and backend, (backend median / eager median) in the
-candidate over the same ratio in the baseline. A change past --threshold (0.25 = 25% slower
-relative to eager) is flagged as a regression and the exit status is 1; otherwise 0. Eager itself
-cannot be judged this way (a slower eager makes every other backend look better); its absolute
-medians are printed, with everyone else's, for information.
+each backend's speedup against eager in its own run (paired, with its 95% interval; see
+bench/timing.py). A backend has regressed only when the candidate's interval lies wholly below
+the baseline's (the two intervals clear each other) and its median speedup fell by more than
+--threshold (default 10%); the exit status is then 1, else 0. A change past the threshold whose
+intervals overlap is printed as undecided, not judged. Runs saved before paired timing have no
+interval: their ratio of medians is compared on the threshold alone. Eager itself cannot be
+judged this way (a slower eager makes every other backend look better); its absolute medians are
+printed for information. Interrupted runs are left out of the defaults; name one to use it.
 
 For absolute comparisons use pytest-benchmark's own tools on the same storage:
 `pytest-benchmark --storage results/benchmarks compare 0001 0002`, or fail a new run against a
@@ -20,7 +23,18 @@ saved one with `pytest bench --benchmark-only --benchmark-compare=0001
 import argparse
 import sys
 
-from bench.report import BASELINE, DEFAULT_STORAGE, VERSION_KEYS, RunError, cpu_model, find_run, require_runs
+from bench.report import (
+    BASELINE,
+    DEFAULT_STORAGE,
+    VERSION_KEYS,
+    RunError,
+    cpu_model,
+    display_path,
+    find_run,
+    require_runs,
+    speedup,
+    speedup_interval,
+)
 
 MACHINE_KEYS = ["machine", "cpu_count", "torch_threads", "cuda_device"]
 
@@ -39,22 +53,41 @@ def pick_runs(names, storage):
     if len(names) == 2:
         return find_run(names[0], storage), find_run(names[1], storage)
     if len(names) == 1:
-        runs = require_runs(storage)
-        return find_run(names[0], storage, runs), runs[-1]
+        return find_run(names[0], storage), require_runs(storage)[-1]
     runs = require_runs(storage, 2)
     return runs[-2], runs[-1]
 
 
+def judge(base, cand, key, threshold):
+    """(change, verdict) of one backend between two runs: change is how much slower against eager
+    the candidate is (0.12 = 12% slower); verdict "REGRESSION", "undecided" or ""."""
+    change = speedup(base, key) / speedup(cand, key) - 1
+    if change <= threshold:
+        return change, ""
+    base_interval, cand_interval = speedup_interval(base, key), speedup_interval(cand, key)
+    if base_interval is None or cand_interval is None:  # runs from before paired timing
+        return change, "REGRESSION"
+    return change, "REGRESSION" if cand_interval[2] < base_interval[1] else "undecided"
+
+
+def interval_cell(run, key):
+    interval = speedup_interval(run, key)
+    if interval is None:
+        return f"{speedup(run, key):.3g}"
+    return f"{interval[0]:.3g} [{interval[1]:.3g}, {interval[2]:.3g}]"
+
+
 def compare(base, cand, threshold):
     """Print the comparison; return the regressions as (key, change) pairs."""
-    print(f"baseline:  {base['path']} ({base['datetime'].isoformat(timespec='seconds')})")
-    print(f"candidate: {cand['path']} ({cand['datetime'].isoformat(timespec='seconds')})")
+    for label, run in (("baseline: ", base), ("candidate:", cand)):
+        note = " (interrupted run)" if run["interrupted"] else ""
+        print(f"{label} {display_path(run['path'])} ({run['datetime'].isoformat(timespec='seconds')}){note}")
     if base["path"] == cand["path"]:
         print("note: baseline and candidate are the same file")
     diffs = machine_differences(base, cand)
     if diffs:
         print(f"note: the runs come from different machines ({'; '.join(diffs)}); "
-              "comparing ratios to eager anyway")
+              "comparing speedups against eager anyway")
     versions = [f"{k} {base['machine'].get(k)} -> {cand['machine'].get(k)}" for k in VERSION_KEYS
                 if base["machine"].get(k) != cand["machine"].get(k)]
     if versions:
@@ -63,24 +96,22 @@ def compare(base, cand, threshold):
     keys = sorted(base["rows"].keys() & cand["rows"].keys(),
                   key=lambda k: (k[0] != "train", k[1], k[2], k[3] != BASELINE, k[3]))
     only = len(base["rows"].keys() ^ cand["rows"].keys())
-    print(f"\n{'mode':8} {'device':6} {'batch':>5} {'backend':20} {'base ms':>10} {'cand ms':>10} "
-          f"{'base/eager':>10} {'cand/eager':>10} {'change':>8}")
-    regressions = []
+    print(f"\n{'mode':8} {'device':6} {'batch':>5} {'backend':20} {'base ms':>9} {'cand ms':>9} "
+          f"{'base speedup [95%]':>24} {'cand speedup [95%]':>24} {'change':>7}")
+    regressions, undecided = [], []
     for key in keys:
         mode, device, batch, backend = key
         b, c = base["rows"][key]["median"], cand["rows"][key]["median"]
-        line = f"{mode:8} {device:6} {batch:>5} {backend:20} {b * 1e3:>10.4g} {c * 1e3:>10.4g}"
+        line = f"{mode:8} {device:6} {batch:>5} {backend:20} {b * 1e3:>9.4g} {c * 1e3:>9.4g}"
         eager_key = (mode, device, batch, BASELINE)
         if backend == BASELINE:
-            line += f" {'':>10} {'':>10} {c / b - 1:>+8.0%}  (absolute, not judged)"
+            line += f" {'':>24} {'':>24} {c / b - 1:>+7.0%}  (absolute, not judged)"
         elif eager_key in base["rows"] and eager_key in cand["rows"]:
-            base_ratio = b / base["rows"][eager_key]["median"]
-            cand_ratio = c / cand["rows"][eager_key]["median"]
-            change = cand_ratio / base_ratio - 1
-            line += f" {base_ratio:>10.4g} {cand_ratio:>10.4g} {change:>+8.0%}"
-            if change > threshold:
-                line += "  REGRESSION"
-                regressions.append((key, change))
+            change, verdict = judge(base, cand, key, threshold)
+            line += f" {interval_cell(base, key):>24} {interval_cell(cand, key):>24} {change:>+7.0%}"
+            if verdict:
+                line += f"  {verdict}"
+                (regressions if verdict == "REGRESSION" else undecided).append((key, change))
         else:
             line += "  (no eager to compare against)"
         if cand["rows"][key]["agreement"] not in (None, "pass"):
@@ -90,6 +121,10 @@ def compare(base, cand, threshold):
         print(f"({only} benchmarks are in only one of the two runs and are not compared)")
 
     print()
+    if undecided:
+        listed = ", ".join(f"{m} {d} batch={n} {name} (+{ch:.0%})" for (m, d, n, name), ch in undecided)
+        print(f"{len(undecided)} undecided (slower past {threshold:.0%}, but the intervals overlap): "
+              f"{listed}")
     if regressions:
         listed = ", ".join(f"{m} {d} batch={n} {name} (+{ch:.0%})" for (m, d, n, name), ch in regressions)
         print(f"{len(regressions)} regression(s) past {threshold:.0%} relative to eager: {listed}")
@@ -105,9 +140,9 @@ def main(argv=None):
     parser.add_argument("baseline", nargs="?", help="baseline run: NNNN prefix or JSON path "
                         "(default: the run before the latest)")
     parser.add_argument("candidate", nargs="?", help="candidate run (default: the latest)")
-    parser.add_argument("--threshold", type=float, default=0.25,
-                        help="flag a backend whose ratio to eager grew by more than this "
-                        "(default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=0.10,
+                        help="flag a backend whose speedup against eager fell by more than this, with "
+                        "intervals that clear each other (default: %(default)s)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="saved runs (default: %(default)s)")
     args = parser.parse_args(argv)
     if not args.threshold >= 0 or args.threshold == float("inf"):

@@ -19,7 +19,7 @@ import os
 import sys
 from datetime import datetime
 
-from bench import harness
+from bench import harness, noise
 from bench.harness import write_atomic
 
 BASELINE = "eager"
@@ -32,8 +32,15 @@ VERSION_KEYS = ["python", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "on
                 "pytest-benchmark", "c++", "cuda"]
 
 
+# Files whose <!-- summary:start/end --> part is copied into the report, with the section title.
+INLINED = [("calibration.md", "Calibration: do the speedups hold still across runs?"),
+           ("DDP.md", "Data-parallel training step")]
 # Written by other commands beside the report; linked from it when present.
 COMPANIONS = [
+    ("calibration.md", "three runs of the main command side by side (`python -m bench.calibration`)"),
+    ("block_length.md", "paired ratios against block length and a long sequential measurement"),
+    ("autotune.md", "compile's autotuning picks, cold, three times"),
+    ("DDP.md", "the training step data-parallel under torchrun (`python -m bench.ddp`)"),
     ("agreement.md", "every backend against float64 after 1 and 20 steps (`python -m bench.agreement`)"),
     ("drift.png", "parameter error vs float64 over 1,000 steps (`bench.agreement --steps 1000 --drift`)"),
     ("PROFILE.md", "where each backend's training step spends its time (`python -m bench.profile`)"),
@@ -41,6 +48,15 @@ COMPANIONS = [
     ("net_structure.png", "the Net's layers and shapes (`python -m bench.draw_net`)"),
     ("computation_graph.png", "the computation graph from input to loss (`python -m bench.draw_net`)"),
 ]
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def display_path(path):
+    """A path as the reports print it: relative to the repository, never a machine's absolute path."""
+    relative = os.path.relpath(os.path.abspath(path), REPO)
+    return os.path.basename(path) if relative.startswith("..") else relative
 
 
 class RunError(Exception):
@@ -78,13 +94,21 @@ def read_run(path):
                 "rounds": bench["stats"].get("rounds"), "name": bench.get("name", "?"),
             }
             if info["mode"] == "sgemm":
-                gflops = row["flops"] / median / 1e9
-                sgemm[row["device"]] = max(gflops, sgemm.get(row["device"], 0.0))
+                stats = bench["stats"]  # GFLOP/s at the median, and at the quartiles of its rounds
+                gflops = [row["flops"] / float(stats.get(q, median)) / 1e9 for q in ("median", "q3", "q1")]
+                if gflops[0] > sgemm.get(row["device"], (0.0,))[0]:
+                    sgemm[row["device"]] = tuple(gflops)
                 continue
             row.update(
                 backend=str(info["backend"]), batch=int(info["batch_size"]),
                 setup=info.get("setup_seconds"), first_call=info.get("first_call_seconds"),
+                first_call_cache=info.get("first_call_cache"),
                 agreement=info.get("agreement"), max_error=info.get("agreement_max_abs_error"),
+                worst_rmse_ratio=info.get("agreement_worst_rmse_ratio"),
+                paired=paired_of(info), noisy=noise.is_noisy(info),
+                others_cpu=info.get("noise_others_cpu"), steal=info.get("noise_steal"),
+                peak_bytes=info.get("memory_peak_bytes"), held_bytes=info.get("held_bytes"),
+                q1=float(bench["stats"].get("q1", median)), q3=float(bench["stats"].get("q3", median)),
                 options={k: v for k, v in info.items() if k.startswith("backend_")},
             )
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
@@ -99,8 +123,20 @@ def read_run(path):
         when = datetime.fromtimestamp(os.path.getmtime(path)).astimezone()
     machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
     commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
+    ours = data.get("lenet_bench") if isinstance(data.get("lenet_bench"), dict) else {}
     return {"path": path, "name": os.path.basename(path), "datetime": when, "machine": machine,
-            "commit": commit, "rows": rows, "sgemm": sgemm, "benchmarks": data["benchmarks"]}
+            "commit": commit, "rows": rows, "sgemm": sgemm, "benchmarks": data["benchmarks"],
+            "interrupted": bool(ours.get("interrupted")), "session_seconds": ours.get("session_seconds"),
+            "compile_cache_misses": ours.get("compile_cache_misses")}
+
+
+def paired_of(info):
+    """(median, low, high) of the paired speedup against eager recorded with a benchmark, or None
+    for a run made before paired timing (or with --benchmark-disable)."""
+    values = [info.get(k) for k in ("speedup", "speedup_low", "speedup_high")]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
+        return None
+    return tuple(float(v) for v in values)
 
 
 def load_runs(storage):
@@ -134,18 +170,31 @@ def find_run(name, storage, runs=None):
 
 
 def require_runs(storage, count=1):
-    runs = load_runs(storage)
+    """The complete runs in storage, oldest first; interrupted runs are left out (name one to use it)."""
+    everything = load_runs(storage)
+    runs = [run for run in everything if not run["interrupted"]]
     if len(runs) < count:
-        found = f"only {len(runs)} usable run" if runs else "no usable benchmark runs"
+        found = f"only {len(runs)} complete run" if runs else "no complete benchmark runs"
+        skipped = len(everything) - len(runs)
+        found += f" ({skipped} interrupted, left out unless named)" if skipped else ""
         raise RunError(f"{found} in {storage}; save one with `pytest bench --benchmark-only`")
     return runs
 
 
 def speedup(run, key):
-    """Eager's median over this backend's, same mode, device and batch size, same run."""
+    """Eager's time over this backend's, same mode, device and batch size, same run: the paired
+    median where the run has one, else the ratio of the two medians."""
+    interval = speedup_interval(run, key)
+    if interval:
+        return interval[0]
     mode, device, batch, _ = key
     eager = run["rows"].get((mode, device, batch, BASELINE))
     return eager["median"] / run["rows"][key]["median"] if eager else None
+
+
+def speedup_interval(run, key):
+    """(median, low, high) of the paired speedup against eager (bench/timing.py), or None."""
+    return run["rows"][key].get("paired")
 
 
 def backends_of(run):
@@ -186,7 +235,9 @@ def agreement_text(row):
     if row["agreement"] is None:
         return "not checked"
     text = str(row["agreement"])
-    if row["max_error"] is not None:
+    if isinstance(row.get("worst_rmse_ratio"), (int, float)):
+        text += f" (RMSE {float(row['worst_rmse_ratio']):.2g}x eager's)"
+    elif row["max_error"] is not None:
         text += f" (max abs err {float(row['max_error']):.1e})"
     return text
 
@@ -195,12 +246,52 @@ def failed(row):
     return row["agreement"] is not None and str(row["agreement"]).lower() != "pass"
 
 
+def interval_text(interval):
+    median, low, high = interval
+    return f"{num(median)}x [{num(low)}, {num(high)}]"
+
+
 def speedup_text(run, key):
-    value = speedup(run, key)
-    text = "n/a (no eager)" if value is None else f"{num(value)}x"
-    if failed(run["rows"][key]):
+    row, interval = run["rows"][key], speedup_interval(run, key)
+    if key[3] == BASELINE:  # eager paired with itself: the method's own zero, which should read 1
+        text = f"A/A {interval_text(interval)}" if interval else "1x"
+    elif interval:
+        text = interval_text(interval)
+    else:
+        value = speedup(run, key)
+        text = "n/a (no eager)" if value is None else f"{num(value)}x (unpaired)"
+    if failed(row):
         text += " FAIL"  # never a bare speedup for a backend that disagrees with the reference
+    if row.get("noisy"):
+        text += " " + NOISY_MARK
     return text
+
+
+NOISY_MARK = "(noisy)"
+
+
+def rate(value):
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def mib(value):
+    return f"{value / 2**20:.1f}" if isinstance(value, (int, float)) else "-"
+
+
+def cache_text(cache):
+    """What the compile caches did during a first call: cold (built), warm (loaded), or nothing."""
+    if not isinstance(cache, dict) or not (cache.get("hits") or cache.get("misses")):
+        return ""
+    if cache.get("misses") and cache.get("hits"):
+        return f" (partly cold: {cache['misses']} built, {cache['hits']} cached)"
+    return " (cold cache)" if cache.get("misses") else " (warm cache)"
+
+
+def noise_text(row):
+    if row.get("others_cpu") is None:
+        return "-"
+    text = f"{100 * row['others_cpu']:.0f}% / {100 * (row.get('steal') or 0):.0f}%"
+    return text + (" " + NOISY_MARK if row.get("noisy") else "")
 
 
 def markdown_table(header, rows):
@@ -215,14 +306,11 @@ def reproduce_command(run):
     batches = sorted({batch for _, _, batch, _ in keys})
     devices = sorted({device for _, device, _, _ in keys})
     modes = [mode for mode in MODES if any(key[0] == mode for key in keys)]
-    options = next((b.get("options", {}) for b in run["benchmarks"] if isinstance(b, dict)), {})
-    command = (f"PYTHONPATH=. python -m pytest bench --benchmark-only --backends={','.join(backends)} "
+    command = (f"python -m pytest bench --benchmark-only --backends={','.join(backends)} "
                f"--batch-sizes={','.join(map(str, batches))} --devices={','.join(devices)} "
                f"--modes={','.join(modes)}")
-    if options.get("min_rounds") is not None:
-        command += f" --benchmark-min-rounds={options['min_rounds']}"
-    if options.get("max_time") is not None:
-        command += f" --benchmark-max-time={options['max_time']}"
+    if run["machine"].get("torch_threads"):
+        command += f" --threads={run['machine']['torch_threads']}"
     return command
 
 
@@ -231,10 +319,12 @@ def render_markdown(run, charts):
     threads = machine.get("torch_threads")
     versions = ", ".join(f"{k} {machine[k]}" for k in VERSION_KEYS if machine.get(k))
     commit_text = commit.get("id", "unknown")[:12] + (" (uncommitted changes)" if commit.get("dirty") else "")
-    lines = [
-        "# LeNet benchmark report",
-        "",
-        f"- Run: `{run['path']}`",
+    lines = ["# LeNet benchmark report", ""]
+    if run["interrupted"]:
+        lines += ["**This run was interrupted: a partial run, not a complete one.** Only the benchmarks "
+                  "that finished before the interrupt are below.", ""]
+    lines += [
+        f"- Run: `{display_path(run['path'])}`",
         f"- Date: {run['datetime'].isoformat(timespec='seconds')}, commit {commit_text}",
         f"- Machine: {cpu_model(machine)}, {machine.get('cpu_count', '?')} CPUs, "
         f"{threads if threads is not None else '?'} torch threads"
@@ -242,13 +332,30 @@ def render_markdown(run, charts):
         f"- Versions: {versions or 'unknown'}",
         f"- Reproduce: `{reproduce_command(run)}`, then `python -m bench.report`",
         "",
-        "Speedup is eager's median time over the backend's, same run, mode, device and batch size "
-        "(above 1 is faster than eager). GFLOP/s is the FLOPs of the timed unit (convolutions and "
+        "Speedup is eager's time over the backend's (above 1 is faster than eager), measured paired: "
+        "the backend's timed rounds alternate with eager's in blocks of about 50 ms, each pair of "
+        "neighbouring blocks gives one ratio, and the figure is their median with a bootstrap 95% "
+        "interval `[low, high]` (`bench/timing.py`). Eager's own row pairs eager with itself "
+        "(A/A): it should read 1, and how far it strays is the method's error. "
+        f"{NOISY_MARK} marks a cell during which other processes used more than "
+        f"{100 * noise.NOISY_SHARE:.0f}% of the machine's CPU time, or the hypervisor stole as much; "
+        "noise that no counter sees (a neighbour's memory traffic) is not marked. Intervals come from "
+        "inside one process; results/calibration.md measures how well they hold across processes. "
+        "Median and IQR ms are pytest-benchmark's statistics of the backend's own rounds; samples/s "
+        "is the batch size over the median. Peak MiB is the most memory one call had resident beyond "
+        "what the process held before it; held MiB is the growth of the resident set over the "
+        "runner's creation and first calls (compiled code, libraries, ONNX Runtime's arena); see "
+        "`bench/memory.py` for what each can and cannot see. GFLOP/s is the FLOPs of the timed unit "
+        "(convolutions and "
         "matrix multiplies, from `torch.utils.flop_counter`) over the median time; \"of sgemm\" sets it "
         "against a 1024x1024 float32 matrix multiply timed in the same run on the same device. "
         "Setup (export, scripting, session creation; once per backend and device) and the first call "
-        "(compilation, first allocation) are never part of the timed rounds. \"FAIL\" beside a speedup "
-        "means the backend's numbers disagree with the float64 reference: do not trust that speedup.",
+        "(compilation, first allocation) are never part of the timed rounds; beside the first call, "
+        "whether the compile caches were cold or warm (results/compile_time.md has both). The "
+        "agreement column is the check on the very runner timed, at its batch size, against float64 "
+        "eager: its verdict and its worst RMSE against float64 as a multiple of eager float32's. "
+        "\"FAIL\" beside a speedup means the backend's numbers disagree with the float64 reference: "
+        "do not trust that speedup.",
         "",
     ]
 
@@ -274,8 +381,9 @@ def render_markdown(run, charts):
 
     lines += targets_section(run)
 
-    header = ["backend", "batch", "median ms", "IQR ms", "vs eager", "GFLOP/s", "of sgemm",
-              "setup s", "first call s", "agreement"]
+    header = ["backend", "batch", "median ms", "IQR ms", "samples/s", "vs eager [95% CI]", "GFLOP/s",
+              "of sgemm", "peak MiB", "held MiB", "setup s", "first call s", "agreement",
+              "others' CPU / steal"]
     for mode, device in groups_of(run):
         sgemm = run["sgemm"].get(device)
         rows = []
@@ -284,13 +392,17 @@ def render_markdown(run, charts):
         for key in keys:
             row = run["rows"][key]
             gflops = row["flops"] / row["median"] / 1e9
+            reused = row["options"].get("backend_export_cached")
+            setup = secs(row["setup"]) + (" (export reused)" if reused else "")
             rows.append([row["backend"], row["batch"], ms(row["median"]), ms(row["iqr"]),
-                         speedup_text(run, key), num(gflops),
-                         f"{num(100 * gflops / sgemm)}%" if sgemm else "-",
-                         secs(row["setup"]), secs(row["first_call"]), agreement_text(row)])
+                         rate(row["batch"] / row["median"]), speedup_text(run, key), num(gflops),
+                         f"{num(100 * gflops / sgemm[0])}%" if sgemm else "-",
+                         mib(row["peak_bytes"]), mib(row["held_bytes"]), setup,
+                         secs(row["first_call"]) + cache_text(row["first_call_cache"]), agreement_text(row),
+                         noise_text(row)])
         title = MODES.get(mode, mode)
         lines += [f"## {title}, {device}", ""]
-        lines.append(f"sgemm reference on {device}: {sgemm:.1f} GFLOP/s." if sgemm
+        lines.append(f"sgemm reference on {device}: {sgemm[0]:.1f} GFLOP/s." if sgemm
                      else f"No sgemm reference on {device} in this run.")
         lines += ["", markdown_table(header, rows), ""]
         options = {(row["backend"], k, str(v)) for key in keys for row in [run["rows"][key]]
@@ -303,48 +415,79 @@ def render_markdown(run, charts):
     return "\n".join(lines)
 
 
+def verdict(low, high, line):
+    """met / not met / undecided for "at least `line`", from an interval: never from a point."""
+    if low >= line:
+        return "met"
+    if high < line:
+        return "not met"
+    return "undecided"
+
+
+def worst_verdict(verdicts):
+    """Several cells must all meet a target: one "not met" decides, then one "undecided"."""
+    for answer in ("not met", "undecided"):
+        if answer in verdicts:
+            return answer
+    return "met"
+
+
+def sgemm_share(run, key, device):
+    """(share, low, high) of the same run's sgemm GFLOP/s: at the medians, and at the quartiles of
+    both (sgemm is not paired with anything, so its quartiles are the honest spread here)."""
+    row, (sgemm, sgemm_low, sgemm_high) = run["rows"][key], run["sgemm"][device]
+    gflops = [row["flops"] / row[q] / 1e9 for q in ("median", "q3", "q1")]
+    return gflops[0] / sgemm, gflops[1] / sgemm_high, gflops[2] / sgemm_low
+
+
 def targets_section(run):
-    """The project's performance targets, checked against this run's training-step rows.
-    Only backends that agree with the float64 reference count."""
+    """The project's performance targets, checked against this run's training-step rows with their
+    intervals. Only backends that agree with the float64 reference count."""
     lines = []
     for device in sorted({key[1] for key in run["rows"] if key[0] == "train"}):
         rows = {key: row for key, row in run["rows"].items()
-                if key[:2] == ("train", device) and not failed(row)}
-        speedups = {key: speedup(run, key) for key in rows if key[3] != BASELINE and speedup(run, key)}
+                if key[:2] == ("train", device) and not failed(row) and key[3] != BASELINE}
+        intervals = {key: speedup_interval(run, key) for key in rows if speedup_interval(run, key)}
         table = []
 
-        batch_1 = [key for key in speedups if key[2] == 1]
+        batch_1 = [key for key in intervals if key[2] == 1]
         if batch_1:
-            best = max(batch_1, key=speedups.get)
+            best = max(batch_1, key=lambda key: intervals[key][0])
             table.append(["batch-1 training step: the fastest backend at least 8x faster than eager",
-                          f"{best[3]} {num(speedups[best])}x", "yes" if speedups[best] >= 8 else "no"])
+                          f"{best[3]} {interval_text(intervals[best])}", verdict(*intervals[best][1:], 8.0)])
 
-        sgemm = run["sgemm"].get(device)
         batch_256 = [key for key in rows if key[2] == 256]
-        if batch_256 and sgemm:
-            best = max(batch_256, key=lambda key: rows[key]["flops"] / rows[key]["median"])
-            share = rows[best]["flops"] / rows[best]["median"] / 1e9 / sgemm
+        if batch_256 and run["sgemm"].get(device):
+            best = max(batch_256, key=lambda key: sgemm_share(run, key, device)[0])
+            share, low, high = sgemm_share(run, best, device)
             table.append(["batch-256 training step: at least 50% of the same run's sgemm GFLOP/s",
-                          f"{best[3]} {num(100 * share)}% of {sgemm:.0f} GFLOP/s",
-                          "yes" if share >= 0.5 else "no"])
+                          f"{best[3]} {num(100 * share)}% [{num(100 * low)}, {num(100 * high)}] of "
+                          f"{run['sgemm'][device][0]:.0f} GFLOP/s (quartiles)", verdict(low, high, 0.5)])
 
-        compiled = sorted({key[3] for key in speedups if key[3].startswith("compile")})
-        checks = [(name, f"torch.compile ({name}) not slower than eager at any batch", 1.0)
-                  for name in compiled]
-        if any(key[3] == "aotinductor" for key in speedups):  # Inductor too, compiled ahead of time
-            checks.append(("aotinductor", "Inductor ahead of time (aotinductor) not slower than eager at "
-                                          "any batch", 1.0))
-        checks.append(("onnxruntime", "ONNX Runtime training step faster than eager at every batch",
-                       1.0 + 1e-9))
-        for backend, label, needed in checks:
-            mine = {key[2]: value for key, value in speedups.items() if key[3] == backend}
-            if mine:
-                worst = min(mine, key=mine.get)
-                table.append([label, f"slowest {num(mine[worst])}x (batch {worst})",
-                              "yes" if mine[worst] >= needed else "no"])
+        compiled = sorted({key[3] for key in intervals if key[3].startswith("compile")})
+        checks = [(name, f"torch.compile ({name}) not slower than eager at any batch") for name in compiled]
+        if any(key[3] == "aotinductor" for key in intervals):  # Inductor too, compiled ahead of time
+            checks.append(("aotinductor",
+                           "Inductor ahead of time (aotinductor) not slower than eager at any batch"))
+        for backend, label in checks:
+            mine = {key[2]: value for key, value in intervals.items() if key[3] == backend}
+            if mine:  # "not slower": met where the interval lies at or above 1, not met where below
+                answers = {batch: verdict(low, high, 1.0) for batch, (_, low, high) in mine.items()}
+                worst = min(mine, key=lambda batch: mine[batch][0])
+                table.append([label, f"slowest at batch {worst}: {interval_text(mine[worst])}",
+                              worst_verdict(list(answers.values()))])
+        mine = {key[2]: value for key, value in intervals.items() if key[3] == "onnxruntime"}
+        if mine:
+            worst = min(mine, key=lambda batch: mine[batch][0])
+            answers = ["met" if low > 1 else "not met" if high <= 1 else "undecided"
+                       for _, low, high in mine.values()]
+            table.append(["ONNX Runtime training step faster than eager at every batch",
+                          f"slowest at batch {worst}: {interval_text(mine[worst])}", worst_verdict(answers)])
         if table:
             lines += [f"## Performance targets, training step, {device}", "",
-                      markdown_table(["target", "measured in this run", "met"], table), "",
+                      "Each answer comes from the 95% interval: met when it lies wholly on the right side "
+                      "of the line, not met when wholly on the wrong side, undecided when it straddles it.",
+                      "", markdown_table(["target", "measured in this run", "answer"], table), "",
                       "Where the time goes: the profile summary below and [PROFILE.md](PROFILE.md); "
                       "what was tried for each backend, kept and dropped: "
                       "[README.md](../README.md#what-was-tried-for-speed).",
@@ -365,7 +508,7 @@ def draw_chart(run, mode, device, path):
     colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(backends)}
     keys = [key for key in run["rows"] if key[:2] == (mode, device)]
     batches = sorted({key[2] for key in keys})
-    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 5))
+    fig, (left, right, memory_ax) = plt.subplots(1, 3, figsize=(19, 5))
 
     for backend in backends:
         points = sorted((key[2], run["rows"][key]["median"] * 1e3) for key in keys if key[3] == backend)
@@ -395,8 +538,13 @@ def draw_chart(run, mode, device, path):
             fail = failed(run["rows"][key])
             values.append(value)
             x = j - 0.4 + width * (i + 0.5)
+            interval = speedup_interval(run, key)
+            errors = [[value - interval[1]], [interval[2] - value]] if interval else None
+            if interval:
+                values += [interval[1], interval[2]]
             right.bar(x, value - 1, width, bottom=1, color=colors[backend],  # from 1: up is faster
                       hatch="//" if fail else None, edgecolor="black" if fail else colors[backend],
+                      yerr=errors, capsize=2, ecolor="black",
                       label=(backend + (" (agreement FAIL)" if fail else "")) if j == 0 else None)
             right.annotate(f"{num(value)}x" + (" FAIL" if fail else ""), (x, value), ha="center",
                            va="bottom" if value >= 1 else "top", fontsize=8,
@@ -407,7 +555,27 @@ def draw_chart(run, mode, device, path):
     right.set_xticks(range(len(batches)), [str(b) for b in batches])
     right.set_xlabel("batch size")
     right.set_ylabel(f"speedup against {BASELINE} (higher is faster)")
-    right.set_title(f"speedup against {BASELINE}, same run")
+    right.set_title(f"speedup against {BASELINE}, paired, 95% interval")
+
+    everyone = [b for b in backends if any(key[3] == b for key in keys)]
+    width = 0.8 / max(len(everyone), 1)
+    for i, backend in enumerate(everyone):
+        for j, batch in enumerate(batches):
+            row = run["rows"].get((mode, device, batch, backend))
+            if row is None or not isinstance(row.get("peak_bytes"), (int, float)):
+                continue
+            held = row["held_bytes"] if isinstance(row.get("held_bytes"), (int, float)) else 0
+            x = j - 0.4 + width * (i + 0.5)
+            memory_ax.bar(x, held / 2**20, width, color=colors[backend], alpha=0.45)
+            memory_ax.bar(x, row["peak_bytes"] / 2**20, width, bottom=held / 2**20, color=colors[backend],
+                          label=backend if j == 0 else None)
+    memory_ax.set_xticks(range(len(batches)), [str(b) for b in batches])
+    memory_ax.set_xlabel("batch size")
+    memory_ax.set_ylabel("MiB resident")
+    memory_ax.set_title("memory: held (pale) + peak of one call (solid)")
+    memory_ax.grid(True, axis="y", alpha=0.3)
+    if memory_ax.get_legend_handles_labels()[0]:
+        memory_ax.legend()
     right.grid(True, axis="y", which="both", alpha=0.3)
     right.legend()
 
@@ -440,8 +608,16 @@ def write_report(run, out):
             summary = f.read().partition("## Summary\n")[2].partition("\n## ")[0].strip()
         if summary:
             text += ("\n## Where the time goes (from PROFILE.md, its own run)\n\n" + summary + "\n\n"
-                     "Coverage below 100% is time spent outside every op: Python, dispatch, autograd and "
-                     "Dynamo guards. It is what separates the batch-1 speedups from the 8x target.\n")
+                     "Coverage below 100% is time outside every kernel: for eager, TorchScript and "
+                     "torch.compile Python, dispatch, autograd and Dynamo's guards; for aotinductor and "
+                     "ONNX Runtime their own C++ runtime (no Python runs in their step).\n")
+    for name, title in INLINED:  # summaries other commands wrote beside the report
+        summary = os.path.join(out, name)
+        if os.path.exists(summary):
+            with open(summary, encoding="utf-8") as f:
+                body = f.read().partition("<!-- summary:start -->")[2].partition("<!-- summary:end -->")[0]
+            if body.strip():
+                text += f"\n## {title} (from [{name}]({name}))\n\n{body.strip()}\n"
     companions = [(name, what) for name, what in COMPANIONS if os.path.exists(os.path.join(out, name))]
     if companions:
         text += "\n## More in this folder\n\n" + "\n".join(
@@ -468,7 +644,7 @@ def main(argv=None):
     except OSError as error:
         print(f"report: cannot write to --out {args.out}: {error.strerror or error}", file=sys.stderr)
         return 2
-    print(f"report of {run['path']}: wrote {', '.join(written)}")
+    print(f"report of {display_path(run['path'])}: wrote {', '.join(display_path(p) for p in written)}")
     return 0
 
 

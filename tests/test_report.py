@@ -59,8 +59,16 @@ def benchmark(mode, batch, backend, median, **extra):
     }
 
 
-def run_data(medians=MEDIANS, when="2026-11-27T03:08:10.000000+00:00", machine=MACHINE, extra=None):
-    benchmarks = [benchmark(mode, batch, backend, median, **(extra or {}).get(backend, {}))
+def paired(medians, mode, batch, backend, width=0.03):
+    """The paired speedup a run would record: eager's median over the backend's, +-3%."""
+    value = medians[(mode, batch, "eager")] / medians[(mode, batch, backend)]
+    return {"speedup": value, "speedup_low": value * (1 - width), "speedup_high": value * (1 + width)}
+
+
+def run_data(medians=MEDIANS, when="2026-11-27T03:08:10.000000+00:00", machine=MACHINE, extra=None,
+             width=0.03):
+    benchmarks = [benchmark(mode, batch, backend, median, **paired(medians, mode, batch, backend, width),
+                            **(extra or {}).get(backend, {}))
                   for (mode, batch, backend), median in medians.items()]
     benchmarks.append({
         "group": "sgemm cpu", "name": "test_sgemm[cpu-1024]",
@@ -90,6 +98,8 @@ def slowed(data, backend, factor=2.0):
             for key in STATS_IN_SECONDS:
                 bench["stats"][key] *= factor
             bench["stats"]["ops"] /= factor
+            for key in ("speedup", "speedup_low", "speedup_high"):
+                bench["extra_info"][key] /= factor
     return data
 
 
@@ -118,13 +128,15 @@ def test_report_writes_markdown_and_charts(tmp_path, capsys):
     for fact in ["Intel(R) Xeon(R) Processor", "onnxruntime 1.32.0", "torch 2.13.0+cpu", command]:
         assert fact in text
     assert "<!-- main-table:start -->" in text
-    assert "| compile | cpu | 0.5 ms (2.00x) | 3 ms (2.00x) |" in text
+    assert "| compile | cpu | 0.5 ms (2.00x [1.94, 2.06]) | 3 ms (2.00x [1.94, 2.06]) |" in text
+    assert "| eager | cpu | 1 ms (A/A 1.00x [0.97, 1.03]) |" in text
 
     # train batch 64 compile: 99247104 FLOP / 3 ms = 33.08 GFLOP/s, 41.35% of the 80 GFLOP/s sgemm
     cells = table_row(text, "Training step, cpu", "compile", 64)
-    assert cells[2:8] == ["3", "0.3", "2.00x", "33.08", "41.35%", "0.5"]
-    assert table_row(text, "Training step, cpu", "torchscript", 64)[4] == "1.00x"
-    assert table_row(text, "Forward pass, cpu", "compile", 1)[4] == "2.00x"
+    assert cells[2:11] == ["3", "0.3", "21,333", "2.00x [1.94, 2.06]", "33.08", "41.35%", "-", "-", "0.5"]
+    assert table_row(text, "Training step, cpu", "torchscript", 64)[5] == "1.00x [0.97, 1.03]"
+    assert table_row(text, "Forward pass, cpu", "compile", 1)[5] == "2.00x [1.94, 2.06]"
+    assert str(tmp_path) not in text  # runs are named without this machine's absolute paths
     assert "sgemm reference on cpu: 80.0 GFLOP/s" in text
     for name in ["train_cpu.png", "forward_cpu.png"]:
         assert (out / name).read_bytes().startswith(PNG)
@@ -142,9 +154,31 @@ def test_report_checks_the_performance_targets(tmp_path):
     assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
     text = (out / "REPORT.md").read_text()
     assert ("| batch-1 training step: the fastest backend at least 8x faster than eager "
-            "| compile 10.00x | yes |") in text
-    assert "| torch.compile (compile) not slower than eager at any batch | slowest 0.86x " \
-        "(batch 64) | no |" in text
+            "| compile 10.00x [9.70, 10.30] | met |") in text
+    assert "| torch.compile (compile) not slower than eager at any batch | slowest at batch 64: " \
+        "0.86x [0.83, 0.88] | not met |" in text
+
+    # an interval that straddles the line decides nothing
+    medians = {**MEDIANS, ("train", 1, "compile"): 1e-3 / 8.1, ("train", 64, "compile"): 6.1e-3}
+    save(storage, 2, run_data(medians=medians, when="2026-11-28T00:00:00+00:00", width=0.05))
+    assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
+    text = (out / "REPORT.md").read_text()
+    assert "| compile 8.10x [7.69, 8.51] | undecided |" in text
+    assert "| slowest at batch 64: 0.98x [0.93, 1.03] | undecided |" in text
+
+
+def test_report_marks_cells_measured_under_noise_and_shows_memory(tmp_path):
+    storage, out = tmp_path / "benchmarks", tmp_path / "results"
+    extra = {"compile": {"noise_others_cpu": 0.30, "noise_steal": 0.0, "memory_peak_bytes": 3 * 2**20,
+                         "held_bytes": 40 * 2**20, "first_call_cache": {"hits": 0, "misses": 2}},
+             "torchscript": {"noise_others_cpu": 0.01, "noise_steal": 0.0}}
+    save(storage, 1, run_data(extra=extra))
+    assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
+    text = (out / "REPORT.md").read_text()
+    cells = table_row(text, "Training step, cpu", "compile", 64)
+    assert cells[5] == "2.00x [1.94, 2.06] (noisy)" and cells[-1] == "30% / 0% (noisy)"
+    assert cells[8:10] == ["3.0", "40.0"] and cells[11] == "1.5 (cold cache)"
+    assert table_row(text, "Training step, cpu", "torchscript", 64)[-1] == "1% / 0%"
 
 
 def test_report_marks_a_disagreeing_backend(tmp_path):
@@ -155,10 +189,10 @@ def test_report_marks_a_disagreeing_backend(tmp_path):
     assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
     text = (out / "REPORT.md").read_text()
     cells = table_row(text, "Training step, cpu", "compile", 64)
-    assert cells[4] == "2.00x FAIL" and cells[-1] == "FAIL (max abs err 3.0e-02)"
-    assert table_row(text, "Training step, cpu", "torchscript", 64)[-1].startswith("pass")
-    assert table_row(text, "Training step, cpu", "eager", 64)[-1] == "not checked"
-    assert "| compile | cpu | 0.5 ms (2.00x FAIL) |" in text
+    assert cells[5] == "2.00x [1.94, 2.06] FAIL" and cells[12] == "FAIL (max abs err 3.0e-02)"
+    assert table_row(text, "Training step, cpu", "torchscript", 64)[12].startswith("pass")
+    assert table_row(text, "Training step, cpu", "eager", 64)[12] == "not checked"
+    assert "| compile | cpu | 0.5 ms (2.00x [1.94, 2.06] FAIL) |" in text
 
 
 def test_compare_flags_an_injected_2x_slowdown(tmp_path, capsys):
@@ -173,6 +207,25 @@ def test_compare_flags_an_injected_2x_slowdown(tmp_path, capsys):
 
     assert compare.main([str(base), str(cand), "--threshold", "1.5"]) == 0  # 100% is under 150%
     assert compare.main([str(cand), str(base)]) == 0  # faster is no regression
+
+
+def test_compare_judges_by_intervals(tmp_path, capsys):
+    storage = tmp_path / "benchmarks"
+    base = save(storage, 1, run_data(when="2026-11-26T00:00:00+00:00", width=0.02))
+    # 12% slower against eager, intervals +-2%: they clear each other, past the default 10%
+    tight = save(storage, 2, slowed(run_data(width=0.02), "torchscript", 1.12))
+    assert compare.main([str(base), str(tight)]) == 1
+    flagged = [line for line in capsys.readouterr().out.splitlines() if line.endswith("REGRESSION")]
+    assert len(flagged) == 4 and all("torchscript" in line and "+12%" in line for line in flagged)
+    # the same medians with +-8% intervals: they overlap, so undecided, not a regression
+    wide_base = save(storage, 3, run_data(when="2026-11-26T00:00:00+00:00", width=0.08))
+    wide = save(storage, 5, slowed(run_data(width=0.08), "torchscript", 1.12))
+    assert compare.main([str(wide_base), str(wide)]) == 0
+    out = capsys.readouterr().out
+    assert "4 undecided" in out and "no regressions" in out
+    # 5% slower with tight intervals: under the threshold
+    little = save(storage, 4, slowed(run_data(width=0.02), "torchscript", 1.05))
+    assert compare.main([str(base), str(little)]) == 0
 
 
 def test_compare_passes_an_unchanged_rerun(tmp_path, capsys):
@@ -227,7 +280,7 @@ def test_empty_storage_is_one_line_and_non_zero(tmp_path, capsys, command):
     argv = ["--storage", str(storage)] + (["--out", str(tmp_path / "out")] if command is report.main else [])
     assert command(argv) != 0
     captured = capsys.readouterr()
-    assert len(captured.err.strip().splitlines()) == 1 and "no usable benchmark runs" in captured.err
+    assert len(captured.err.strip().splitlines()) == 1 and "no complete benchmark runs" in captured.err
     assert "Traceback" not in captured.err
     assert not (tmp_path / "out" / "REPORT.md").exists()
 
@@ -288,7 +341,7 @@ def test_malformed_benchmarks_are_skipped_with_one_line(tmp_path, capsys):
     assert report.main(["--storage", str(storage), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("warning: skipping ") for line in err[:2]), err
-    assert err[2].startswith("report: no usable benchmark runs")
+    assert err[2].startswith("report: no complete benchmark runs")
 
 
 
@@ -310,3 +363,28 @@ def test_report_carries_the_profile_summary_and_links_what_lies_beside_it(tmp_pa
     assert "## Where the time goes (from PROFILE.md, its own run)\n\n| backend | coverage |" in text
     assert "| eager | 59% |" in text and "## eager\n" not in text
     assert "- [agreement.md](agreement.md):" in text and "[drift.png]" not in text
+
+
+def test_calibration_sets_runs_side_by_side(tmp_path, capsys):
+    from bench import calibration
+
+    storage, out = tmp_path / "benchmarks", tmp_path / "results"
+    save(storage, 1, run_data(when="2026-11-26T00:00:00+00:00"))  # compile 2.00x [1.94, 2.06]
+    save(storage, 2, run_data(when="2026-11-26T01:00:00+00:00"))
+    # third run: compile reads 2.2x at batch 64 train, outside the others' intervals
+    third = run_data(when="2026-11-26T02:00:00+00:00")
+    for bench in third["benchmarks"]:
+        if bench["name"] == "test_train_step[cpu-64-compile]":
+            bench["extra_info"].update(speedup=2.2, speedup_low=2.13, speedup_high=2.27)
+    save(storage, 3, third)
+    assert calibration.main(["--storage", str(storage), "--out", str(out)]) == 0
+    text = (out / "calibration.md").read_text()
+    # 4 train cells (compile, torchscript x batch 1, 64); compile b64: spread 2.2/2 = 1.10, its two
+    # agreeing runs hold each other's medians (2 of 6), the third holds neither; others 6 of 6
+    row = "| compile | 64 | 2.00x [1.94, 2.06] | 2.00x [1.94, 2.06] | 2.20x [2.13, 2.27] | 1.10 | 2/6 |"
+    assert row in text
+    assert "| 20/24 |" not in text and "83%" in text  # 20 of 24 pairs
+    assert "| not met |" in text  # coverage 83% < 90%
+    assert "4 of 4 cells" in text  # every spread <= 1.10
+    assert calibration.main(["0001", "--storage", str(storage), "--out", str(out)]) == 2
+    assert "give at least two runs" in capsys.readouterr().err

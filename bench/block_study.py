@@ -1,0 +1,116 @@
+"""Does the block length of paired timing bias the ratio? A measurement, not a test.
+
+    python -m bench.block_study [--cells aotinductor:1,compile:256,onnxruntime:1] [--seconds 4]
+
+For each cell (backend:batch, training step on CPU) the paired speedup against eager is measured
+with blocks of one call each, 10 ms, 50 ms (the benchmarks' choice) and 200 ms, and then by a long
+sequential measurement: eager, backend, backend, eager, each for `--seconds` / 2 in one piece. If
+50 ms blocks read the same ratio as the long sequential blocks, the pairing does not bias it;
+single calls show how much cache interference between neighbours moves a ratio. Writes
+results/block_length.md and .json.
+"""
+
+import argparse
+import itertools
+import json
+import os
+import sys
+import time
+
+import torch
+
+import model
+from bench import backends, harness, noise, timing
+from bench.harness import Parser, UsageError
+
+BLOCKS = [("one call", 1e-9), ("10 ms", 0.01), ("50 ms", 0.05), ("200 ms", 0.2)]
+
+
+class Rounds:
+    """Stands in for pytest-benchmark's fixture in timing.paired: runs the rounds, keeps their times."""
+
+    def pedantic(self, target, setup, rounds, iterations=1, warmup_rounds=0):
+        self.stats = type("Stats", (), {})()
+        self.stats.stats = type("Data", (), {"data": []})()
+        for _ in range(rounds):
+            setup()
+            start = time.perf_counter()
+            target()
+            self.stats.stats.data.append(time.perf_counter() - start)
+
+
+def step_of(name, batch_size):
+    runner = backends.create(name, model.make_net().state_dict())
+    batches = itertools.cycle(model.make_batch_pool(batch_size))
+    call = lambda: runner.train_step(*next(batches))  # noqa: E731
+    for _ in range(5):
+        call()
+    return call
+
+
+def sequential(call, baseline, seconds):
+    """E B B E, each one piece of seconds/4: the ratio of eager's per-call time to the backend's, per
+    half (E B and B E), and over all."""
+    def piece(fn):
+        count, spent = 0, 0.0
+        while spent < seconds / 4:
+            spent += timing.timed_block(fn, 1)
+            count += 1
+        return spent / count
+    e1, b1, b2, e2 = piece(baseline), piece(call), piece(call), piece(baseline)
+    return {"first_half": e1 / b1, "second_half": e2 / b2, "overall": (e1 + e2) / (b1 + b2)}
+
+
+def main(argv=None):
+    parser = Parser(prog="python -m bench.block_study", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cells", default="aotinductor:1,compile:256,onnxruntime:1",
+                        help="backend:batch pairs (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=4.0, help="seconds per measurement (default 4)")
+    parser.add_argument("--out", type=harness.output_folder, default="results")
+    try:
+        args = parser.parse_args(argv)
+        cells = []
+        for item in args.cells.split(","):
+            name, _, batch = item.partition(":")
+            harness.backend_list(name)
+            cells.append((name, harness.positive(batch)))
+    except (UsageError, argparse.ArgumentTypeError) as error:
+        print(f"python -m bench.block_study: error: {error}", file=sys.stderr)
+        return 2
+    results = []
+    for name, batch_size in cells:
+        eager, call = step_of("eager", batch_size), step_of(name, batch_size)
+        row = {"backend": name, "batch_size": batch_size}
+        monitor = noise.Monitor().start()
+        for label, block in BLOCKS:
+            info = timing.paired(Rounds(), call, eager, seconds=args.seconds, block_seconds=block)
+            row[label] = [info["speedup"], info["speedup_low"], info["speedup_high"]]
+        row["sequential"] = sequential(call, eager, args.seconds)
+        row.update(monitor.stop())
+        results.append(row)
+        print(json.dumps(row))
+    lines = ["# Paired timing: block length against a long sequential measurement", "",
+             f"Command: `python -m bench.block_study --cells {args.cells} --seconds {args.seconds:g}`; "
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {harness.cpu_model()}. "
+             "Training step, speedup of the backend against eager: paired median [95% interval] per "
+             "block length; sequential is E B B E in pieces of a quarter of the time each (first half "
+             "/ second half / overall).", "",
+             "| backend | batch | " + " | ".join(label for label, _ in BLOCKS)
+             + " | sequential | others' CPU |",
+             "|---|---|" + "---|" * (len(BLOCKS) + 2)]
+    for row in results:
+        seq = row["sequential"]
+        cells = [f"{row[label][0]:.2f} [{row[label][1]:.2f}, {row[label][2]:.2f}]" for label, _ in BLOCKS]
+        other = row.get("noise_others_cpu")
+        lines.append(f"| {row['backend']} | {row['batch_size']} | " + " | ".join(cells)
+                     + f" | {seq['first_half']:.2f} / {seq['second_half']:.2f} / {seq['overall']:.2f}"
+                     + f" | {'-' if other is None else f'{100 * other:.0f}%'} |")
+    harness.write_text_atomic(os.path.join(args.out, "block_length.md"), "\n".join(lines) + "\n")
+    harness.write_text_atomic(os.path.join(args.out, "block_length.json"),
+                              json.dumps(results, indent=2) + "\n")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

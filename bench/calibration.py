@@ -1,0 +1,144 @@
+"""Do the speedups hold still? Several saved runs of the main command, side by side.
+
+    python -m bench.calibration                  # the three latest complete runs
+    python -m bench.calibration 0011 0012 0013   # named runs (NNNN prefixes or JSON paths)
+
+For every training-step cell (backend, device, batch size) present in all the runs: each run's
+paired speedup against eager with its 95% interval, the spread (largest median over smallest),
+and how often one run's interval holds another run's median. Writes calibration.md and
+calibration.json into --out (default results/); the report copies its summary.
+"""
+
+import itertools
+import json
+import os
+import sys
+
+from bench import harness
+from bench.harness import Parser, UsageError
+from bench.report import (
+    BASELINE,
+    DEFAULT_OUT,
+    DEFAULT_STORAGE,
+    NOISY_MARK,
+    RunError,
+    display_path,
+    find_run,
+    interval_text,
+    markdown_table,
+    require_runs,
+    speedup_interval,
+)
+
+# Targets of issue 12, measured here, never enforced by a timed test.
+MAX_SPREAD = 1.10
+MIN_COVERAGE = 0.90
+
+
+def cells_of(runs, mode="train"):
+    """Keys present, paired, in every run, non-eager; in the report's order."""
+    common = set.intersection(*(set(run["rows"]) for run in runs))
+    keys = [key for key in common if key[0] == mode and key[3] != BASELINE
+            and all(speedup_interval(run, key) for run in runs)]
+    return sorted(keys, key=lambda key: (key[1], key[2], key[3]))
+
+
+def calibrate(runs):
+    """Per cell: the runs' intervals, spread, and coverage (run i's interval holds run j's median)."""
+    cells = []
+    for key in cells_of(runs):
+        intervals = [speedup_interval(run, key) for run in runs]
+        medians = [median for median, _, _ in intervals]
+        holds = [low <= intervals[j][0] <= high
+                 for (i, (_, low, high)), j in itertools.product(enumerate(intervals), range(len(runs)))
+                 if i != j]
+        cells.append({"mode": key[0], "device": key[1], "batch_size": key[2], "backend": key[3],
+                      "intervals": intervals, "noisy": [bool(run["rows"][key].get("noisy")) for run in runs],
+                      "spread": max(medians) / min(medians), "held": sum(holds), "pairs": len(holds)})
+    return cells
+
+
+def summary(runs, cells):
+    spreads = sorted(cell["spread"] for cell in cells)
+    held, pairs = sum(c["held"] for c in cells), sum(c["pairs"] for c in cells)
+    within = sum(spread <= MAX_SPREAD for spread in spreads)
+    return {"runs": [display_path(run["path"]) for run in runs], "cells": len(cells),
+            "spread_median": spreads[len(spreads) // 2] if spreads else None,
+            "spread_max": spreads[-1] if spreads else None,
+            "cells_within_max_spread": within, "coverage": held / pairs if pairs else None,
+            "session_seconds": [run.get("session_seconds") for run in runs],
+            "compile_cache_misses": [run.get("compile_cache_misses") for run in runs]}
+
+
+def render(runs, cells, totals):
+    names = [run["name"][:4] for run in runs]
+    rows = [[cell["backend"], cell["batch_size"],
+             *[interval_text(interval) + (f" {NOISY_MARK}" if noisy else "")
+               for interval, noisy in zip(cell["intervals"], cell["noisy"])],
+             f"{cell['spread']:.2f}", f"{cell['held']}/{cell['pairs']}"] for cell in cells]
+    spread_ok = totals["cells_within_max_spread"] == totals["cells"]
+    coverage = totals["coverage"]
+    durations = ", ".join(
+        f"{name}: {seconds:.0f} s ({'cold' if misses else 'warm'} cache)" if seconds is not None
+        else f"{name}: -"
+        for name, seconds, misses in zip(names, totals["session_seconds"], totals["compile_cache_misses"]))
+    lines = [
+        "# Calibration: the same command, run after run",
+        "",
+        f"Runs: {', '.join(f'`{path}`' for path in totals['runs'])}.",
+        "",
+        "Training step, every backend's paired speedup against eager, median [95% interval], per run; "
+        "spread is the largest of the runs' medians over the smallest; held is how many times one "
+        "run's interval holds another run's median.",
+        "",
+        "<!-- summary:start -->",
+        f"| target (issue 12, {len(runs)} runs of the main command) | measured | answer |",
+        "|---|---|---|",
+        f"| every training-step speedup: spread (max/min over runs) at most {MAX_SPREAD:.2f} | "
+        f"{totals['cells_within_max_spread']} of {totals['cells']} cells; median spread "
+        f"{totals['spread_median']:.2f}, largest {totals['spread_max']:.2f} | "
+        f"{'met' if spread_ok else 'not met'} |",
+        f"| a run's 95% interval holds the other runs' medians in at least {MIN_COVERAGE:.0%} of cases | "
+        f"{coverage:.0%} | {'met' if coverage >= MIN_COVERAGE else 'not met'} |",
+        "",
+        f"Main command's duration: {durations}.",
+        "",
+        markdown_table(["backend", "batch", *names, "spread", "held"], rows),
+        "<!-- summary:end -->",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = Parser(prog="python -m bench.calibration", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="*", help="runs to set side by side: NNNN prefixes or JSON paths "
+                        "(default: the three latest complete runs)")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help="saved runs (default: %(default)s)")
+    parser.add_argument("--out", type=harness.output_folder, default=DEFAULT_OUT,
+                        help="where calibration.md and .json go (default: %(default)s)")
+    try:
+        args = parser.parse_args(argv)
+        if args.runs:
+            runs = [find_run(name, args.storage) for name in args.runs]
+        else:
+            runs = require_runs(args.storage, 3)[-3:]
+        if len(runs) < 2:
+            raise UsageError("give at least two runs")
+        cells = calibrate(runs)
+        if not cells:
+            raise RunError("no training-step cell with a paired speedup is in every one of these runs")
+    except (UsageError, RunError) as error:
+        print(f"python -m bench.calibration: error: {error}", file=sys.stderr)
+        return 2
+    totals = summary(runs, cells)
+    text = render(runs, cells, totals)
+    harness.write_text_atomic(os.path.join(args.out, "calibration.md"), text)
+    harness.write_text_atomic(os.path.join(args.out, "calibration.json"),
+                              json.dumps({"summary": totals, "cells": cells}, indent=2) + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
