@@ -1,5 +1,8 @@
 """What the aotinductor backend adds over the shared backend tests: its thread policy and its
-on-disk library cache."""
+on-disk library cache and that cache's key."""
+
+import importlib.util
+import types
 
 import pytest
 import torch
@@ -8,43 +11,38 @@ import model
 from bench import backends
 from bench.backends import aotinductor
 
-pytestmark = pytest.mark.skipif(bool(backends.unavailable("aotinductor", "cpu")),
-                                reason=str(backends.unavailable("aotinductor", "cpu")))
+needs_aotinductor = pytest.mark.skipif(bool(backends.unavailable("aotinductor", "cpu")),
+                                       reason=str(backends.unavailable("aotinductor", "cpu")))
 
 
-@pytest.mark.skipif(torch.get_num_threads() < 2, reason="needs torch on 2+ threads to see a switch")
-def test_small_batches_run_on_one_thread_and_torch_threads_are_restored(monkeypatch):
-    runner = backends.create("aotinductor", model.make_net(seed=0).state_dict())
-    before = torch.get_num_threads()
-    runner.train_step(*model.make_batch(1))
-    assert runner.info["threads"] == 1
-    assert torch.get_num_threads() == before
-    runner.train_step(*model.make_batch(aotinductor.SMALL_BATCH + 1))
-    assert runner.info["threads"] == before
-
-    def fail(inputs):
-        raise RuntimeError("library failed")
-
-    monkeypatch.setitem(runner._libraries, (True, 1), fail)
-    with pytest.raises(RuntimeError, match="library failed"):
-        runner.train_step(*model.make_batch(1))
-    assert torch.get_num_threads() == before  # restored on the way out of an error too
-
-
-def test_both_libraries_train_in_lockstep_with_eager_over_many_steps():
-    """Batches on either side of SMALL_BATCH run different libraries on the same parameters."""
+@needs_aotinductor
+def test_one_library_runs_every_batch_at_torchs_thread_count_in_lockstep_with_eager(monkeypatch):
+    """No special case for small batches: batch 1 and batch 8 run the same library, at torch's
+    current thread count, and train the same parameters as eager."""
     runner = backends.create("aotinductor", model.make_net(seed=0).state_dict())
     eager = backends.create("eager", model.make_net(seed=0).state_dict())
-    for step in range(8):
-        batch_size = 2 if step % 2 else aotinductor.SMALL_BATCH + 4
-        x, target = model.make_batch(batch_size, seed=step)
+    threads = torch.get_num_threads()
+    for step in range(6):
+        x, target = model.make_batch(1 if step % 2 else 8, seed=step)
         torch.testing.assert_close(runner.train_step(x, target), eager.train_step(x, target),
                                    rtol=1e-5, atol=1e-6)
+        assert runner.info["threads"] == threads
+        assert torch.get_num_threads() == threads
         for key, value in eager.parameters().items():
             torch.testing.assert_close(runner.parameters()[key], value, rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(runner.forward(x), eager.forward(x), rtol=1e-5, atol=1e-6)
+    assert sorted(runner._libraries) == [(False, threads), (True, threads)]
+
+    # Another thread count set by the session gets a library built for that count.
+    built = []
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads + 1)
+    monkeypatch.setattr(aotinductor, "_library", lambda *args: built.append(args[-1]) or 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        runner.train_step(*model.make_batch(1))
+    assert built == [threads + 1]
 
 
+@needs_aotinductor
 def test_second_runner_loads_the_cached_library_and_starts_from_its_own_parameters():
     x, target = model.make_batch(2)
     first = backends.create("aotinductor", model.make_net(seed=0).state_dict())
@@ -61,3 +59,62 @@ def test_second_runner_loads_the_cached_library_and_starts_from_its_own_paramete
     first_eager.train_step(x, target)
     for key, value in first_eager.parameters().items():
         torch.testing.assert_close(first.parameters()[key], value, rtol=1e-5, atol=1e-6)
+
+
+GRAPH = types.SimpleNamespace(code="def forward(self, x):\n    return x * 2\n")
+CPU, CUDA = torch.device("cpu"), torch.device("cuda")
+
+
+def key(module=aotinductor, graph=GRAPH, options=None, device=CPU, dtype=torch.float32, train=True):
+    options = {"cpp.threads": 2} if options is None else options
+    return module.cache_key(module.cache_ingredients(graph, options, device, dtype, train))
+
+
+def test_cache_key_changes_with_each_ingredient(monkeypatch):
+    base = key()
+    assert key() == base  # deterministic
+    other_graph = types.SimpleNamespace(code=GRAPH.code.replace("2", "3"))
+    variants = {
+        "graph": lambda: key(graph=other_graph),
+        "options": lambda: key(options={"cpp.threads": 1}),
+        "dtype": lambda: key(dtype=torch.float64),
+        "train": lambda: key(train=False),
+    }
+    for name, variant in variants.items():
+        assert variant() != base, name
+
+    changes = {  # each: something the library depends on, changed in isolation
+        "torch version": lambda: monkeypatch.setattr(torch, "__version__", "2.11.0"),
+        "torch git version": lambda: monkeypatch.setattr(torch.version, "git_version", "0" * 40),
+        "triton": lambda: monkeypatch.setattr(aotinductor, "_triton_version", lambda: "3.6.0"),
+        "compiler": lambda: monkeypatch.setattr(aotinductor, "_compiler_version", lambda: "g++ 99"),
+        "vector ISA": lambda: monkeypatch.setattr(aotinductor, "_vec_isa", lambda: "neon"),
+        "format": lambda: monkeypatch.setattr(aotinductor, "CACHE_FORMAT", aotinductor.CACHE_FORMAT + 1),
+    }
+    for name, change in changes.items():
+        change()
+        assert key() != base, name
+        monkeypatch.undo()
+        assert key() == base, f"{name}: not restored"
+    # A setting outside the options passed (Inductor's own config, as a user might patch it).
+    with torch._inductor.config.patch(epilogue_fusion=not torch._inductor.config.epilogue_fusion):
+        assert key() != base, "inductor config"
+
+
+def test_cache_key_of_a_cuda_library_includes_the_gpu(monkeypatch):
+    assert aotinductor._gpu(CPU) is None
+    monkeypatch.setattr(aotinductor, "_gpu", lambda device: ("NVIDIA H100", (9, 0)))
+    h100 = key(device=CUDA, options={})
+    monkeypatch.setattr(aotinductor, "_gpu", lambda device: ("NVIDIA A100", (8, 0)))
+    assert key(device=CUDA, options={}) != h100
+
+
+def test_cache_key_ignores_a_comment_edit_in_the_wrapping_code(tmp_path):
+    source = open(aotinductor.__file__).read()
+    edited = tmp_path / "aotinductor_edited.py"
+    edited.write_text(source.replace("\ndef cache_key(", "\n# an edited comment\ndef cache_key(", 1))
+    assert edited.read_text() != source
+    spec = importlib.util.spec_from_file_location("aotinductor_edited", edited)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert key(module) == key()

@@ -12,21 +12,23 @@ and the compiled step writes the update into them in place: nothing is copied in
 the batch and the loss. The forward library takes the same tensors as inputs (as constants,
 Inductor would fold some of them at load time, and a folded copy would not see the updates).
 
-Threads: at small batches a step is a few dozen tiny kernels, where OpenMP's fork and join
-and MKL's threading cost more than a second core gives back. Batches up to SMALL_BATCH run a
-library compiled for one thread with torch set to one thread for the call; larger batches
-run one compiled for torch's thread count. The count used is in `info["threads"]`.
+Threads: like every backend, a library runs at torch's current thread count (the benchmark
+session sets it); on CPU Inductor compiles that count into the library, so one is built per
+count. The count used is in `info["threads"]`.
 
 Compiling takes tens of seconds per library, so each is kept on disk under Inductor's cache
-folder, named by a hash of the traced graph, the Inductor options and the versions.
-`info["library_hit"]` and `info["library_miss"]` count the libraries loaded from there or built.
+folder, named by a hash of what the library depends on (cache_ingredients): the traced graph,
+the options, Inductor's config, the versions of torch, Triton and the C++ compiler, the CPU's
+vector ISA and the GPU. `info["library_hit"]` and `info["library_miss"]` count the libraries
+loaded from there or built.
 """
 
-import contextlib
+import functools
 import hashlib
+import inspect
 import os
 import platform
-import sys
+import subprocess
 import time
 
 import torch
@@ -37,13 +39,24 @@ from bench.backends.compile import Im2colLowering
 from bench.backends.compile import unavailable as compile_unavailable
 from export import train_graph
 
-# Up to this batch size a step runs on one thread. Measured at batch 1 in one process (same
-# library, torch at 1 against 2 threads): 0.119 against 0.150 ms; at batch 64 two threads win.
-SMALL_BATCH = 4
+# Bump when the code that wraps, exports or loads a library changes what a library holds
+# (not for comments or refactors that build the same library).
+CACHE_FORMAT = 2
 
 
 def unavailable(device):
-    return compile_unavailable(device)
+    reason = compile_unavailable(device)
+    if reason:
+        return reason
+    try:
+        from torch._inductor.package.package import AOTICompiledModel
+    except ImportError as error:
+        return f"this torch has no AOTInductor packaging (torch._inductor.package): {error}"
+    # The step library updates our own parameter tensors in place: that needs load_constants to
+    # take them as they are (user_managed=True) rather than copy them.
+    if "user_managed" not in inspect.signature(AOTICompiledModel.load_constants).parameters:
+        return f"torch {torch.__version__}'s AOTInductor load_constants has no user_managed option"
+    return None
 
 
 def _traced(state_dict, train):
@@ -76,20 +89,78 @@ class _TrainStep(torch.nn.Module):
         return loss
 
 
-def _cache_path(graph_module, options, device, dtype, train):
-    """Where the library for this graph and these settings lives. The name hashes everything a
-    library depends on: the traced graph, the Inductor options, the code that exports it (this
-    module and export/train_graph.py), torch, and the CPU's vector instruction set, so a cache
-    folder shared between machines or versions never hands back a library built for another."""
-    import inspect
+@functools.cache
+def _compiler_version():
+    """First line of `--version` of the C++ compiler Inductor uses (CPU libraries are built with it)."""
+    from torch._inductor import cpp_builder
 
+    try:
+        compiler = cpp_builder.get_cpp_compiler()
+        out = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except Exception as error:  # no compiler: unavailable() has already said so for CPU
+        return f"unknown ({type(error).__name__})"
+    return f"{compiler}: {out.splitlines()[0] if out else ''}"
+
+
+def _triton_version():
+    try:
+        import triton
+    except ImportError:
+        return None
+    return triton.__version__
+
+
+def _gpu(device):
+    """The GPU's name and compute capability: CUDA libraries hold kernels built for it."""
+    if device.type != "cuda":
+        return None
+    return torch.cuda.get_device_name(device), torch.cuda.get_device_capability(device)
+
+
+def _vec_isa():
+    """The CPU vector instruction set Inductor compiles CPU kernels for (e.g. avx512)."""
     from torch._inductor.cpu_vec_isa import pick_vec_isa
+
+    return str(pick_vec_isa())
+
+
+def _inductor_config():
+    """Inductor's settings (the portable part of its config, as torch.compile's own cache keys
+    use), hashed: a setting outside the options passed can change the library too."""
+    settings = torch._inductor.config.save_config_portable()
+    return hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()
+
+
+def cache_ingredients(graph_module, options, device, dtype, train):
+    """Everything a library depends on, by name. Not our source files: a comment edit must not
+    force a rebuild (CACHE_FORMAT is bumped instead when the wrapping code changes)."""
+    return {
+        "format": CACHE_FORMAT,
+        "graph": graph_module.code,
+        "options": sorted(options.items()),
+        "device": device.type,
+        "dtype": str(dtype),
+        "train": train,
+        "inductor_config": _inductor_config(),
+        "torch": (torch.__version__, torch.version.git_version),
+        "triton": _triton_version(),
+        "gpu": _gpu(device),
+        "compiler": _compiler_version() if device.type == "cpu" else None,
+        "vec_isa": _vec_isa(),
+        "machine": platform.machine(),
+    }
+
+
+def cache_key(ingredients):
+    return hashlib.sha256(repr(sorted(ingredients.items())).encode()).hexdigest()[:32]
+
+
+def _cache_path(graph_module, options, device, dtype, train):
+    """Where the library for this graph and these settings lives: a cache folder shared between
+    machines, versions or settings never hands back a library built for others."""
     from torch._inductor.runtime.cache_dir_utils import cache_dir
 
-    sources = [inspect.getsource(module) for module in (sys.modules[__name__], train_graph)]
-    key = "\n".join(map(str, [graph_module.code, sorted(options.items()), device, dtype, train,
-                              torch.__version__, pick_vec_isa(), platform.machine(), *sources]))
-    name = hashlib.sha256(key.encode()).hexdigest()[:32]
+    name = cache_key(cache_ingredients(graph_module, options, device, dtype, train))
     return os.path.join(cache_dir(), "lenet-bench-aoti", f"{'train' if train else 'forward'}-{name}.pt2")
 
 
@@ -122,18 +193,6 @@ def _library(state_dict, device, dtype, train, threads):
     return library, time.perf_counter() - start, cached
 
 
-@contextlib.contextmanager
-def _torch_threads(count):
-    previous = torch.get_num_threads()
-    if count != previous:
-        torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        if count != previous:
-            torch.set_num_threads(previous)
-
-
 class Runner:
     def __init__(self, state_dict, device="cpu", dtype=torch.float32):
         self.device, self.dtype = torch.device(device), dtype
@@ -141,18 +200,14 @@ class Runner:
         # The parameters themselves: every library reads and updates these tensors in place.
         self.params = {k: v.to(self.device).clone() for k, v in self.state_dict.items()}
         self._libraries = {}  # (train, threads) -> the loaded library's run
-        self.info = {"small_batch": SMALL_BATCH, "threads": None, "dynamic_batch": True,
+        self.info = {"threads": None, "dynamic_batch": True,
                      "compile_seconds": 0.0, "library_hit": 0, "library_miss": 0}
 
-    def _threads(self, batch_size):
-        if self.device.type != "cpu":
-            return 1
-        return 1 if batch_size <= SMALL_BATCH else torch.get_num_threads()
-
     def _run(self, train, inputs):
-        threads = self._threads(inputs[0].shape[0])
+        # CUDA libraries have no host threads of their own; on CPU the count is compiled in.
+        threads = torch.get_num_threads() if self.device.type == "cpu" else 1
         run = self._libraries.get((train, threads))
-        if run is None:  # first call at this kind of batch: compile or load, outside any timing
+        if run is None:  # first call with this thread count: compile or load, outside any timing
             library, seconds, cached = _library(self.state_dict, self.device, self.dtype, train, threads)
             if train:
                 library.load_constants({f"net.{k}": v for k, v in self.params.items()},
@@ -161,8 +216,7 @@ class Runner:
             self.info["compile_seconds"] = round(self.info["compile_seconds"] + seconds, 3)
             self.info["library_hit" if cached else "library_miss"] += 1
         self.info["threads"] = threads
-        with _torch_threads(threads) if self.device.type == "cpu" else contextlib.nullcontext():
-            return run(inputs)[0]
+        return run(inputs)[0]
 
     def train_step(self, x, target):
         model.check_input(x, target, dtype=self.dtype, device=self.device)
