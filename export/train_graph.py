@@ -1,6 +1,8 @@
 """Build the Net's two ONNX models from a state_dict: inference and one whole training step.
 
 - inference (`net.onnx`): input `input` (B, 1, 32, 32) -> output `output` (B, 10), dynamic B.
+- forward with live parameters (build_forward, for the benchmark runner): inputs `input` and
+  one per parameter, named by its state_dict key -> `output`.
 - training step (`train_step.onnx`): inputs `input` (B, 1, 32, 32), `target` (B, 10) and one
   per parameter, named by its state_dict key (`conv1.weight`, ...); outputs `loss` (scalar)
   and `<key>.updated` for every parameter: p - lr * dloss/dp, one SGD step. The learning rate
@@ -334,6 +336,19 @@ def build_inference(state_dict, opset=DEFAULT_OPSET):
     x, _ = model.make_batch(TRACE_BATCH)
     batch = torch.export.Dim("batch", min=1)
     return _export(net, (x,), [INPUT_NAME], [OUTPUT_NAME], ({0: batch},), opset)
+
+
+def build_forward(state_dict, opset=DEFAULT_OPSET):
+    """The inference model with the parameters as inputs (`input`, then one per state_dict key),
+    not initializers: the ONNX Runtime runner binds its current parameter buffers to them, as
+    compile and aotinductor take theirs, so training never forces a rebuild."""
+    keys = list(state_dict)
+    params = [v.detach().to(torch.float32).clone() for v in state_dict.values()]
+    graph_module = trace_forward(dict(zip(keys, params)))
+    x, _ = model.make_batch(TRACE_BATCH)
+    batch = torch.export.Dim("batch", min=1)
+    return _export(graph_module, (x, *params), [INPUT_NAME, *keys], [OUTPUT_NAME],
+                   ({0: batch}, *[None] * len(keys)), opset)
 
 
 def build_train_step(state_dict, opset=DEFAULT_OPSET):

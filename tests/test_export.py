@@ -1,5 +1,6 @@
 """The ONNX export: validity, names, batch sizes, agreement with eager, the CLI's errors."""
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -7,6 +8,8 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -22,18 +25,23 @@ TOLERANCE = 1e-5
 KEYS = list(model.make_net(0).state_dict())
 
 
+FORWARD = "forward with parameter inputs"
+
+
 @pytest.fixture(scope="module")
 def protos():
-    """Both models for make_net(0), exported once (the ORT backend reuses the same export)."""
-    inference, train, _ = ort_backend._models(model.make_net(0).state_dict(), train_graph.DEFAULT_OPSET)
-    return {to_onnx.INFERENCE_FILE: inference, to_onnx.TRAIN_FILE: train}
+    """The models for make_net(0), exported once (the ORT backend reuses its two)."""
+    state = model.make_net(0).state_dict()
+    forward, train, _ = ort_backend._models(state, train_graph.DEFAULT_OPSET)
+    inference = train_graph.build_inference(state)
+    return {to_onnx.INFERENCE_FILE: inference, to_onnx.TRAIN_FILE: train, FORWARD: forward}
 
 
 def session(proto):
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("name", [to_onnx.INFERENCE_FILE, to_onnx.TRAIN_FILE])
+@pytest.mark.parametrize("name", [to_onnx.INFERENCE_FILE, to_onnx.TRAIN_FILE, FORWARD])
 def test_models_pass_full_checker_with_standard_ops_only(protos, name):
     proto = protos[name]
     onnx.checker.check_model(proto, full_check=True)
@@ -55,6 +63,9 @@ def test_names_and_dynamic_batch(protos):
     assert [o.name for o in inference.graph.output] == ["output"]
     assert [i.name for i in train.graph.input] == ["input", "target", *KEYS]
     assert [o.name for o in train.graph.output] == ["loss", *[k + ".updated" for k in KEYS]]
+    forward = protos[FORWARD]
+    assert [i.name for i in forward.graph.input] == ["input", *KEYS]
+    assert not {i.name for i in forward.graph.initializer} & set(KEYS)  # weights are inputs
     for value_info in [inference.graph.input[0], inference.graph.output[0], *train.graph.input[:2]]:
         assert isinstance(_batch_dim(value_info), str), f"{value_info.name}: batch dimension is not dynamic"
 
@@ -101,17 +112,50 @@ def test_ort_runner_matches_eager_after_1_and_10_steps(protos):
     assert abs(ort_runner.forward(x) - eager_runner.forward(x)).max() <= TOLERANCE
 
 
+class LastMaxPool(TorchFunctionMode):
+    """F.max_pool2d (2x2, floor mode) that routes a tie to the last maximum of its window: the
+    pool of the tensor flipped in both axes, flipped back, picks the last in row-major order."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.max_pool2d:
+            x = args[0]
+            x = x[:, :, : x.shape[2] // 2 * 2, : x.shape[3] // 2 * 2]  # floor mode's windows
+            return F.max_pool2d(x.flip(2, 3), 2).flip(2, 3)
+        return func(*args, **(kwargs or {}))
+
+
+def eager_step(state, x, target, pool_mode=None):
+    """One SGD step in eager float32, optionally under `pool_mode`: the updated parameters."""
+    net = model.make_net(0)
+    net.load_state_dict(state)
+    with pool_mode or contextlib.nullcontext():
+        model.loss_fn(net(x), target).backward()
+    return {k: (p - model.LEARNING_RATE * p.grad).detach() for k, p in net.named_parameters()}
+
+
+def max_diff(a, b):
+    return max(float(abs(a[k] - b[k]).max()) for k in KEYS)
+
+
 def test_ort_step_breaks_max_pool_ties_like_pytorch(protos):
-    """Constant image regions tie every 2x2 window: the gradient must go to the first maximum."""
+    """conv1 outputs 0.5 everywhere (weight 0, bias 0.5), so every pooling window of both pools
+    is tied, and with a random input the tied positions see different patches: where a tie's
+    gradient goes changes conv1's weight gradient. ONNX Runtime must pick the first maximum,
+    like PyTorch; the last-maximum variant is shown to be far off, so the check can fail."""
     state = model.make_net(0).state_dict()
-    ort_runner, eager_runner = ort_backend.Runner(state), eager.Runner(state)
-    x, target = model.make_batch(4)
-    x = torch.ones_like(x)
-    x[:, :, 8:20, 8:20] = 2.0
-    for _ in range(3):
-        assert abs(ort_runner.train_step(x, target) - eager_runner.train_step(x, target)) <= TOLERANCE
-    got, expected = ort_runner.parameters(), eager_runner.parameters()
-    assert max(float(abs(got[k] - expected[k]).max()) for k in KEYS) <= TOLERANCE
+    state["conv1.weight"] = torch.zeros_like(state["conv1.weight"])
+    state["conv1.bias"] = torch.full_like(state["conv1.bias"], 0.5)
+    x, target = model.make_batch(4, seed=3)
+    target = target + 10  # a larger loss gradient, so the routing moves the parameters visibly
+    first = eager_step(state, x, target)
+    last = eager_step(state, x, target, LastMaxPool())
+    assert max_diff(first, last) > 100 * TOLERANCE  # the routing shows in the parameters
+    eager_runner = eager.Runner(state)  # the tutorial's loop: first is what PyTorch does
+    eager_runner.train_step(x, target)
+    assert max_diff(eager_runner.parameters(), first) <= TOLERANCE
+    ort_runner = ort_backend.Runner(state)
+    ort_runner.train_step(x, target)
+    assert max_diff(ort_runner.parameters(), first) <= TOLERANCE
 
 
 def test_ort_runner_rejects_other_dtypes_and_bad_batches(protos):
@@ -123,6 +167,11 @@ def test_ort_runner_rejects_other_dtypes_and_bad_batches(protos):
         assert getattr(runner, k) >= 0
     assert runner.info["session.intra_op.allow_spinning"] == "0"
     assert runner.info["intra_op_num_threads"] == torch.get_num_threads()
+    assert runner.info["forward_weights"] == "inputs"
+    # Every node of both graphs ran on the CPU provider (ONNX Runtime's profiler says so).
+    for graph in ("forward", "train"):
+        assert list(runner.info["node_providers"][graph]) == ["CPUExecutionProvider"], graph
+        assert runner.info["node_providers"][graph]["CPUExecutionProvider"] > 5, graph
     x, target = model.make_batch(2)
     with pytest.raises(ValueError, match="input"):
         runner.forward(x[:, :, :16])
@@ -130,6 +179,25 @@ def test_ort_runner_rejects_other_dtypes_and_bad_batches(protos):
         runner.train_step(x, target[:1])
     with pytest.raises(ValueError, match="dtype"):
         runner.train_step(x.double(), target.double())
+
+
+def test_ort_forward_reads_the_live_parameters_and_every_step_binds_its_batch(protos, monkeypatch):
+    """The forward session takes the current parameter buffers as inputs: after training steps it
+    matches eager with no session rebuilt; and each step binds its batch (no binding cache)."""
+    state = model.make_net(2).state_dict()
+    ort_runner, eager_runner = ort_backend.Runner(state), eager.Runner(state)
+    sessions = (ort_runner.infer_session, ort_runner.train_session)
+    bound = []
+    original = ort_runner._bind
+    monkeypatch.setattr(ort_runner, "_bind", lambda binding, name, *a, **k: bound.append(name)
+                        or original(binding, name, *a, **k))
+    x, target = model.make_batch(8, seed=5)
+    for step in range(3):
+        ort_runner.train_step(x, target)  # the same tensors every time: still bound anew
+        eager_runner.train_step(x, target)
+        assert abs(ort_runner.forward(x) - eager_runner.forward(x)).max() <= TOLERANCE, step
+    assert bound.count("input") == 6 and bound.count("target") == 3
+    assert (ort_runner.infer_session, ort_runner.train_session) == sessions
 
 
 def test_unavailable_names_a_reason_for_cuda_without_the_gpu_package():

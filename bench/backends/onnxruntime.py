@@ -3,7 +3,19 @@
 The training step is `train_step.onnx` from export.train_graph: parameters go in, updated
 parameters come out. They are fed back as the next step's inputs without copies: two sets of
 parameter buffers (torch tensors on the runner's device) take turns as inputs and outputs, each
-turn with its own IOBinding prepared once, so a step binds only the batch and runs.
+turn with its own IOBinding prepared once. Every step binds its batch anew (the benchmarks feed
+a different batch tensor each call, and every backend pays for taking it).
+
+The forward pass takes the parameters as inputs too (export.train_graph.build_forward), like
+compile and aotinductor: it is bound to the current buffer set, so training never forces a
+session rebuild and no backend's forward gains from constant weights.
+
+On CUDA: strict float32 (the CUDA provider's TF32 is off, like torch's in bench.backends), and
+no silent split between GPU and CPU: ONNX Runtime would run any node its CUDA provider lacks on
+the CPU provider with copies each step; here that fallback is refused, so a graph with such a
+node (the training step's Col2Im and MaxUnpool have no CUDA kernels) fails at session creation
+and the backend is unavailable with that reason. `info["node_providers"]` records, from ONNX
+Runtime's profiler over one call, how many nodes of each session ran on which provider.
 
 Export and session creation happen once, in __init__ (their times in `export_seconds` and
 `session_seconds`); the session options are in `info`. float32 only.
@@ -13,6 +25,10 @@ a JSON trace named `<profile_prefix>_<date>.json` (the train session's path come
 `train_session.end_profiling()`); bench.profile uses it. Off by default.
 """
 
+import functools
+import json
+import os
+import tempfile
 import time
 
 import numpy as np
@@ -23,14 +39,17 @@ from bench import backends
 
 _IMPORT_ERROR = None
 try:
-    import onnx
+    import onnx  # noqa: F401  (the exporter needs it)
     import onnxruntime as ort
     import onnxscript  # noqa: F401  (the exporter needs it)
 except ImportError as error:  # pragma: no cover - depends on the environment
     _IMPORT_ERROR = error
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
-_TEMPLATES = {}  # (opset, parameter shapes) -> (inference proto, train-step proto), see _models
+# Session config entry (onnxruntime_session_options_config_keys.h): "1" makes session creation
+# fail when a node would be placed on the CPU provider that was not asked for.
+DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
+_TEMPLATES = {}  # (opset, parameter shapes) -> (forward proto, train-step proto), see _models
 
 
 def unavailable(device):
@@ -41,43 +60,63 @@ def unavailable(device):
         return f"no ONNX Runtime provider for device {device!r}"
     if PROVIDERS[device] not in ort.get_available_providers():
         return f"{PROVIDERS[device]} is not available in this onnxruntime build (install onnxruntime-gpu)"
+    if device == "cuda":
+        return _cuda_sessions_fail()
     return None
 
 
-def _models(state_dict, opset):
-    """(inference, train-step) ModelProtos for parameters shaped like these, and whether the
-    export ran now (False: reused from earlier in this process).
+@functools.cache
+def _cuda_sessions_fail():
+    """Why the sessions cannot be created on the CUDA provider alone, or None (checked once)."""
+    state = model.make_net(0).state_dict()
+    forward, train, _ = _models(state, _default_opset())
+    for name, proto in (("forward", forward), ("training-step", train)):
+        try:
+            ort.InferenceSession(proto.SerializeToString(), session_options("cuda"),
+                                 providers=providers("cuda"))
+        except Exception as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            return (f"the {name} graph has nodes the CUDA provider cannot run (Col2Im and MaxUnpool have "
+                    f"no CUDA kernels) and CPU fallback is refused: {first}")
+    return None
 
-    The train-step graph takes the parameters as inputs and the inference graph's
-    initializers are replaced by `with_parameters`, so one export serves every Runner.
-    """
+
+def _default_opset():
+    from export import train_graph
+
+    return train_graph.DEFAULT_OPSET
+
+
+def _models(state_dict, opset):
+    """(forward, train-step) ModelProtos for parameters shaped like these, both taking the
+    parameters as inputs, and whether the export ran now (False: reused from earlier in this
+    process). One export serves every Runner."""
     from export import train_graph
 
     key = (opset, tuple((k, tuple(v.shape)) for k, v in state_dict.items()))
     exported = key not in _TEMPLATES
     if exported:
         cpu = {k: v.detach().to("cpu", torch.float32) for k, v in state_dict.items()}
-        inference = train_graph.build_inference(cpu, opset)
+        forward = train_graph.build_forward(cpu, opset)
         train = train_graph.build_train_step(cpu, opset)
-        for proto in (inference, train):
+        for proto in (forward, train):
             train_graph.check(proto)
-        _TEMPLATES[key] = (inference, train)
+        _TEMPLATES[key] = (forward, train)
     return (*_TEMPLATES[key], exported)
 
 
-def with_parameters(inference, parameters):
-    """A copy of the inference model whose initializers hold `parameters` (named by key)."""
-    proto = onnx.ModelProto()
-    proto.CopyFrom(inference)
-    for init in proto.graph.initializer:
-        if init.name in parameters:
-            value = parameters[init.name].detach().to("cpu", torch.float32).contiguous().numpy()
-            init.CopyFrom(onnx.numpy_helper.from_array(value, init.name))
-    return proto
+def providers(device, device_id=0):
+    """The provider list for `device`. On CUDA the CUDA provider alone, TF32 off (its default is
+    on; the torch backends and the agreement check run strict float32)."""
+    device = torch.device(device).type
+    if device == "cuda":
+        return [(PROVIDERS["cuda"], {"device_id": str(device_id), "use_tf32": "0"})]
+    return [PROVIDERS["cpu"]]
 
 
-def session_options(threads=None):
-    """Sequential execution on `threads` intra-op threads (torch's count by default), no spinning."""
+def session_options(device="cpu", threads=None):
+    """Sequential execution on `threads` intra-op threads (torch's count by default), no spinning;
+    on CUDA no fallback to the CPU provider."""
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -86,7 +125,28 @@ def session_options(threads=None):
     # Idle pool threads spinning would steal cycles from whatever is timed after this backend.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    if torch.device(device).type == "cuda":  # a node the CUDA provider lacks fails the session
+        options.add_session_config_entry(DISABLE_CPU_FALLBACK, "1")
     return options
+
+
+def node_providers(proto, device, feeds):
+    """{provider: number of nodes it ran} over one call of `proto` on `device`, from ONNX
+    Runtime's profiler (a throwaway session; its trace file is removed). `feeds`: name -> array."""
+    with tempfile.TemporaryDirectory() as folder:
+        options = session_options(device)
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(folder, "placement")
+        session = ort.InferenceSession(proto.SerializeToString(), options, providers=providers(device))
+        session.run(None, feeds)
+        with open(session.end_profiling()) as f:
+            events = json.load(f)
+    counts = {}
+    for event in events:
+        if event.get("cat") == "Node" and event.get("name", "").endswith("_kernel_time"):
+            provider = event.get("args", {}).get("provider", "unknown")
+            counts[provider] = counts.get(provider, 0) + 1
+    return counts
 
 
 class Runner:
@@ -101,42 +161,48 @@ class Runner:
             raise RuntimeError(f"onnxruntime backend unavailable on {self.device}: {reason}")
         self.keys = list(state_dict)
         opset = opset or train_graph.DEFAULT_OPSET
-        self._steps = 0  # training steps run; the forward session is rebuilt when it lags
 
         start = time.perf_counter()
-        inference, train, exported = _models(state_dict, opset)
+        forward, train, exported = _models(state_dict, opset)
         self.export_seconds = time.perf_counter() - start
-        self._provider = provider = PROVIDERS[self.device.type]
-        self._options = options = session_options()
+        self._ort_device = "cuda" if self.device.type == "cuda" else "cpu"
+        self._device_id = (self.device.index or 0) if self.device.type == "cuda" else 0
+        self._provider = PROVIDERS[self.device.type]
+        self._providers = providers(self.device, self._device_id)
+        # Where each node runs, from one call of each graph at batch 1.
+        x, target = (t.numpy() for t in model.make_batch(1))
+        params = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in state_dict.items()}
+        placement = {
+            "forward": node_providers(forward, self.device, {"input": x, **params}),
+            "train": node_providers(train, self.device, {"input": x, "target": target, **params}),
+        }
+        options = session_options(self.device)
         if profile_prefix:  # ONNX Runtime's per-node profiler, from session creation on
             options.enable_profiling = True
             options.profile_file_prefix = str(profile_prefix)
-        self._inference = inference
         start = time.perf_counter()
-        # On CUDA, ONNX Runtime places any node its CUDA provider lacks on the CPU provider.
-        self._providers = [provider] if provider == PROVIDERS["cpu"] else [provider, PROVIDERS["cpu"]]
-        self.train_session = ort.InferenceSession(
-            train.SerializeToString(), options, providers=self._providers
-        )
-        self._forward_session(state_dict)
+        self.train_session = self._session(train, options)
+        self.infer_session = self._session(forward, options)
         self.session_seconds = time.perf_counter() - start
         self.info = {
-            "provider": provider,
+            "provider": self._provider,
             "providers": list(self.train_session.get_providers()),
+            "provider_options": {k: v for k, v in self.train_session.get_provider_options().items()
+                                 if k == self._provider and self.device.type == "cuda"},
             "graph_optimization_level": str(options.graph_optimization_level),
             "execution_mode": str(options.execution_mode),
             "intra_op_num_threads": options.intra_op_num_threads,
             "inter_op_num_threads": options.inter_op_num_threads,
             "session.intra_op.allow_spinning": "0",
             "session.inter_op.allow_spinning": "0",
+            DISABLE_CPU_FALLBACK: "1" if self.device.type == "cuda" else "0",
+            "node_providers": placement,
             "opset": opset,
             "export_cached": not exported,
             "io_binding": True,
-            "forward_session_rebuilds": 0,
+            "forward_weights": "inputs",
         }
 
-        self._ort_device = "cuda" if self.device.type == "cuda" else "cpu"
-        self._device_id = (self.device.index or 0) if self.device.type == "cuda" else 0
         # Two buffer sets; a step reads one and writes the other, then they swap roles.
         first = {
             k: v.detach().to(self.device, torch.float32).clone().contiguous() for k, v in state_dict.items()
@@ -144,8 +210,11 @@ class Runner:
         self._buffers = [first, {k: torch.empty_like(v) for k, v in first.items()}]
         self._loss = torch.empty((), dtype=torch.float32, device=self.device)
         self._bindings = [self._train_binding(self._buffers[i], self._buffers[1 - i]) for i in (0, 1)]
+        self._forward_bindings = [self._forward_binding(self._buffers[i]) for i in (0, 1)]
         self._current = 0  # index of the buffer set holding the current parameters
-        self._bound_batch = [None, None]  # per binding: (input ptr, shape, target ptr) last bound
+
+    def _session(self, proto, options):
+        return ort.InferenceSession(proto.SerializeToString(), options, providers=self._providers)
 
     def _bind(self, binding, name, tensor, output=False):
         """Bind a contiguous float32 torch tensor's memory in place: no copy either way."""
@@ -160,6 +229,12 @@ class Runner:
         self._bind(binding, "loss", self._loss, output=True)
         return binding
 
+    def _forward_binding(self, parameters):
+        binding = self.infer_session.io_binding()
+        for k in self.keys:
+            self._bind(binding, k, parameters[k])
+        return binding
+
     def _sync(self):
         backends.synchronize(self.device)
 
@@ -167,38 +242,18 @@ class Runner:
         model.check_input(x, target, dtype=self.dtype, device=self.device)
         x, target = x.contiguous(), target.contiguous()
         binding = self._bindings[self._current]
-        key = (x.data_ptr(), tuple(x.shape), target.data_ptr())
-        if self._bound_batch[self._current] != key:
-            self._bind(binding, "input", x)
-            self._bind(binding, "target", target)
-            self._bound_batch[self._current] = key
+        self._bind(binding, "input", x)  # every step: each call may bring another batch tensor
+        self._bind(binding, "target", target)
         self._sync()  # inputs written by torch kernels must be complete before ORT reads them
         self.train_session.run_with_iobinding(binding)
         self._current = 1 - self._current
-        self._steps += 1
         return self._loss.clone()
-
-    def _forward_session(self, parameters):
-        """(Re)build the inference session with `parameters` as its initializers.
-
-        Constant weights let ONNX Runtime pre-pack them and pick its blocked (NCHWc)
-        convolutions, about twice as fast at batch 256 as weights fed as inputs; the price
-        is this rebuild (tens of ms) on the first forward after the parameters changed.
-        """
-        proto = with_parameters(self._inference, parameters)
-        self.infer_session = ort.InferenceSession(
-            proto.SerializeToString(), self._options, providers=self._providers
-        )
-        self._forward_steps = self._steps
 
     def forward(self, x):
         model.check_input(x, dtype=self.dtype, device=self.device)
-        if self._forward_steps != self._steps:  # trained since the session was built
-            self._forward_session(self._buffers[self._current])
-            self.info["forward_session_rebuilds"] += 1
         x = x.contiguous()
         out = torch.empty((x.shape[0], model.NUM_OUTPUTS), dtype=torch.float32, device=self.device)
-        binding = self.infer_session.io_binding()
+        binding = self._forward_bindings[self._current]  # the current parameters, bound once
         self._bind(binding, "input", x)
         self._bind(binding, "output", out, output=True)
         self._sync()
