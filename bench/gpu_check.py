@@ -1,13 +1,16 @@
-"""GPU evidence for the report: why the timed callable must wait for the device, and that
-Inductor generated Triton kernels for the compiled step.
+"""GPU evidence for the report: why the timed callable must wait for the device, and how many
+kernels Inductor generated for a compiled step.
 
-    python -m bench.gpu_check --out results/gpu
+    python -m bench.gpu_check --out results/gpu [--backend compile]
 
 Writes gpu_check.json: the same eager CUDA training step timed with and without
-torch.cuda.synchronize(), and the number of kernels Inductor generated for the step.
+torch.cuda.synchronize() (unsynchronized, a step only queues work: the figure is the launch
+cost, not the step), then the number of kernels Inductor generated for `--backend`'s training
+step (Triton kernels on CUDA). The file is rewritten after each part, so a part that fails or
+is interrupted leaves the earlier ones. Errors are one line on stderr: exit 2 for a bad command
+line or no CUDA, 1 for a failed part.
 """
 
-import argparse
 import json
 import statistics
 import sys
@@ -32,45 +35,69 @@ def per_step_ms(step, rounds, synchronize):
     return statistics.median(times)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="results/gpu",
-                        help="folder for gpu_check.json (default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=256)
-    parser.add_argument("--rounds", type=int, default=200)
-    args = parser.parse_args(argv)
-    if args.batch_size < 1 or args.rounds < 1:
-        parser.error("--batch-size and --rounds must be positive integers")
-    if not torch.cuda.is_available():
-        print("gpu_check: CUDA is not available; nothing to check", file=sys.stderr)
-        return 2
-    state = model.make_net().state_dict()
-    x, target = model.make_batch(args.batch_size, device="cuda")
-    result = {"device": torch.cuda.get_device_name(), "batch_size": args.batch_size}
-
+def eager_timing(state, x, target, rounds):
     eager = backends.create("eager", state, device="cuda")
     step = lambda: eager.train_step(x, target)  # noqa: E731
     for _ in range(10):
         step()
     torch.cuda.synchronize()
-    result["eager_train_ms_synchronized"] = per_step_ms(step, args.rounds, synchronize=True)
-    result["eager_train_ms_unsynchronized"] = per_step_ms(step, args.rounds, synchronize=False)
+    return {"eager_train_ms_synchronized": per_step_ms(step, rounds, synchronize=True),
+            "eager_train_ms_unsynchronized": per_step_ms(step, rounds, synchronize=False)}
 
+
+def kernel_count(name, state, x, target):
     from torch._inductor import metrics
 
     metrics.reset()
-    compiled = backends.create("compile", state, device="cuda")
-    compiled.train_step(x, target)
+    # A compilation loaded from Inductor's caches generates nothing and would count 0.
+    with torch._inductor.config.patch(force_disable_caches=True):
+        runner = backends.create(name, state, device="cuda")
+        runner.train_step(x, target)
     torch.cuda.synchronize()
-    result["compile_generated_kernels"] = metrics.generated_kernel_count
-    result["compile_backend"] = "triton" if metrics.generated_kernel_count else "none generated"
+    count = metrics.generated_kernel_count
+    return {"kernel_count_backend": name, "generated_kernels": count,
+            "kernels": "triton" if count else "none generated"}
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    harness.write_text_atomic(str(out / "gpu_check.json"), json.dumps(result, indent=2) + "\n")
+
+def main(argv=None):
+    parser = harness.Parser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=harness.output_folder, default="results/gpu",
+                        help="folder for gpu_check.json (default: %(default)s)")
+    parser.add_argument("--batch-size", type=harness.positive, default=256)
+    parser.add_argument("--rounds", type=harness.positive, default=200)
+    parser.add_argument("--backend", default="compile",
+                        help="the compiled backend whose training step's kernels are counted "
+                             "(default: compile)")
+    try:
+        args = parser.parse_args(argv)
+        backends.check_choice("backend", args.backend, backends.CONFIGS)
+    except (harness.UsageError, ValueError) as error:
+        print(f"gpu_check: error: {error}", file=sys.stderr)
+        return 2
+    reason = backends.unavailable(args.backend, "cuda")
+    if reason:
+        print(f"gpu_check: cannot run on CUDA: {reason}", file=sys.stderr)
+        return 2
+    path = Path(args.out) / "gpu_check.json"
+    state = model.make_net().state_dict()
+    x, target = model.make_batch(args.batch_size, device="cuda")
+    result = {"device": torch.cuda.get_device_name(), "capability": list(torch.cuda.get_device_capability()),
+              "torch": torch.__version__, "batch_size": args.batch_size, "rounds": args.rounds}
+    parts = [("eager timing", lambda: eager_timing(state, x, target, args.rounds)),
+             (f"{args.backend} kernel count", lambda: kernel_count(args.backend, state, x, target))]
+    status = 0
+    for part, run in parts:
+        try:
+            result.update(run())
+        except Exception as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
+            result[f"{part} error"] = f"{type(error).__name__}: {first}"
+            print(f"gpu_check: {part} failed: {type(error).__name__}: {first}", file=sys.stderr)
+            status = 1
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        harness.write_text_atomic(str(path), json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
-    return 0
+    return status
 
 
 if __name__ == "__main__":
