@@ -185,6 +185,7 @@ class Cell:
         self.first_call_cache = {}  # "train"/"forward" -> {"hits": n, "misses": n} of compile caches
         self.held_bytes = held_bytes  # resident-set growth over creation and each first call (bench.memory)
         self.agreement = {"agreement": "not checked"}
+        self.label, self.say = "", lambda text: None  # for progress lines
 
 
 def _compile_cache_counts(runner):
@@ -221,6 +222,9 @@ class FirstCalls:
             cell.held_bytes = _add_growth(cell.held_bytes, resident)
             new_hits, new_misses = _compile_cache_counts(cell.runner)
             cell.first_call_cache[mode] = {"hits": new_hits - hits, "misses": new_misses - misses}
+            cached = (f", compile cache: {new_misses - misses} built, {new_hits - hits} loaded"
+                      if new_hits - hits or new_misses - misses else "")
+            cell.say(f"{cell.label}: first {mode} call {cell.first_call_seconds[mode]:.1f} s{cached}")
             return result
         return call
 
@@ -270,6 +274,7 @@ class RunnerCache:
         start = time.perf_counter()
         runner = backends.create(backend, model.make_net(seed=AGREEMENT_SEED).state_dict(), device=device)
         cell = Cell(runner, time.perf_counter() - start, _add_growth(0, resident))
+        cell.label, cell.say = f"{device} batch {batch_size}: {backend}", self.say
         self.cells[(backend, device, batch_size)] = cell
         self.say(f"{device} batch {batch_size}: {backend} created in {cell.setup_seconds:.1f} s")
         return cell
@@ -298,11 +303,9 @@ class RunnerCache:
                               "agreement_worst_rmse_ratio": _worst_rmse_ratio(result),
                               "agreement_steps": agreement.DEFAULT_STEPS,
                               "agreement_batch_size": batch_size}
-        for name, cell in cells.items():
-            compiled = ", ".join(f"first {mode} {seconds:.1f} s"
-                                 for mode, seconds in cell.first_call_seconds.items())
-            self.say(f"{device} batch {batch_size}: {name} {cell.agreement['agreement']} ({compiled})")
-        self.say(f"{device} batch {batch_size}: agreement checked in {time.perf_counter() - start:.1f} s")
+        verdicts = ", ".join(f"{name} {cell.agreement['agreement']}" for name, cell in cells.items())
+        self.say(f"{device} batch {batch_size}: agreement checked in {time.perf_counter() - start:.1f} s: "
+                 f"{verdicts}")
 
 
 # The agreement check starts every runner from make_net(AGREEMENT_SEED), as its reference does.

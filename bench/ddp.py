@@ -505,6 +505,7 @@ def write_report(path, run_path, benchmarks):
         "the ranks. Step time is the median over rounds of the slowest rank's step (zero_grad, forward, "
         "loss, backward with the gradient all-reduce, SGD update).",
         "",
+        "<!-- summary:start -->",
         "| config | world size | batch per rank | median step | samples/s | speedup vs world 1 "
         "| scaling efficiency | communication share (per rank) | agreement |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -521,6 +522,7 @@ def write_report(path, run_path, benchmarks):
         )
     events = sorted({e for b in benchmarks for e in b["extra_info"]["comm_events"]})
     lines += [
+        "<!-- summary:end -->",
         "",
         "- **Scaling efficiency** = throughput at world size N / (N x throughput at world size 1) = "
         "t(1) / (N x t(N)) for the same global batch (strong scaling); the speedup column is t(1) / t(N).",

@@ -12,6 +12,7 @@
 #      Inductor graph per batch size (default mode, Triton kernels, no autotuning); aotinductor builds
 #      one library (dynamic batch; Inductor's cache makes steps 3 and 4 share their compilations)
 #   5. bench.gpu_check: eager synchronized vs unsynchronized, Triton kernel count of compile-cudagraphs' step
+#   6. bench.ddp on CUDA: the NCCL row at world size 1 (eager and compiled step under DDP)
 # `compile` (max-autotune-no-cudagraphs) is left out by default: on CUDA its autotuning times many
 # Triton kernel variants per graph and can take minutes. GPU_BACKENDS=... overrides the list.
 set -uo pipefail
@@ -86,8 +87,9 @@ step "agreement check" 100 python3 -m bench.agreement --devices cuda --backends 
     --out "$run_dir/agreement"
 step "CUDA benchmarks" 140 python3 -m pytest bench --benchmark-only --devices cuda --modes train \
     --backends "$backends" -q -p no:cacheprovider --benchmark-storage="$run_dir/benchmarks" \
-    --benchmark-max-time=0.25
+    --paired-seconds=1
 step "gpu_check" 50 python3 -m bench.gpu_check --out "$run_dir" --backend compile-cudagraphs
+step "DDP, NCCL, world size 1" 45 python3 -m bench.ddp --device cuda --world-sizes 1 --out "$run_dir/ddp"
 
 table=$(python3 - "$run_dir/benchmarks" <<'EOF'
 import glob
