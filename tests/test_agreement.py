@@ -123,8 +123,67 @@ class BiasIgnored(eager.Runner):
         return torch.func.functional_call(self.net, params, (x,))
 
 
+# Subtle changes to the update rule: over 20 steps each moves the parameters by less than 1e-5, so an
+# allclose test at 1e-5 passes them, but each is hundreds of float32 roundings away from float64.
+
+class WeightDecay(eager.Runner):
+    """SGD with weight decay 1e-4."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.optimizer.param_groups[0]["weight_decay"] = 1e-4
+
+
+class Momentum(eager.Runner):
+    """SGD with momentum 0.00025."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.optimizer.param_groups[0]["momentum"] = 2.5e-4
+
+
+class LearningRateOffSlightly(eager.Runner):
+    """The learning rate 0.03% too high (0.010003)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.optimizer.param_groups[0]["lr"] = model.LEARNING_RATE * 1.0003
+
+
+class GradientScaled(eager.Runner):
+    """One layer's gradient off by a factor: `scale` times fc1.weight's gradient goes into the update."""
+
+    scale = 1.0005
+
+    def train_step(self, x, target):
+        self.optimizer.zero_grad()
+        loss = model.loss_fn(self.net(x), target)
+        loss.backward()
+        self.net.fc1.weight.grad.mul_(self.scale)
+        self.optimizer.step()
+        return loss.detach()
+
+
+class GradientSummed(GradientScaled):
+    """fc1.weight's gradient of the loss summed over the batch instead of averaged (x batch size)."""
+
+    scale = BATCH
+
+
+class BiasFrozen(eager.Runner):
+    """fc1.bias never updated: it has no gradient."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.net.fc1.bias.requires_grad_(False)
+
+
+# Each passes the criterion this module replaced (allclose at 1e-5, else RMSE <= 2-3x eager's + 1e-6).
+SUBTLE = {"weight decay 1e-4": WeightDecay, "momentum 0.00025": Momentum,
+          "lr 0.03% high": LearningRateOffSlightly, "fc1.weight gradient x1.0005": GradientScaled}
 WRONG = {"lr off by 1%": LearningRateOff, "conv1.bias gradient dropped": GradientDropped,
-         "bfloat16 forward": HalfPrecision, "fc3.bias ignored in forward": BiasIgnored}
+         "bfloat16 forward": HalfPrecision, "fc3.bias ignored in forward": BiasIgnored,
+         "fc1.bias frozen": BiasFrozen, "fc1.weight gradient summed": GradientSummed, **SUBTLE}
 
 
 @pytest.fixture(scope="module")
@@ -145,6 +204,40 @@ def test_wrong_backend_is_caught(name, wrong_results):
         assert failing == {"output"}
     if name == "conv1.bias gradient dropped":
         assert {"param conv1.bias", "grad conv1.bias"} <= failing
+
+
+def old_criterion_passes(result):
+    """The criterion before issue 12 passed a row allclose at rtol=atol=1e-5 (max abs <= 1e-5 implies it),
+    else with RMSE <= k * eager's + 1e-6. True only where it surely passed every row."""
+    return all(row.max_abs <= 1e-5 or row.rmse <= 1e-6 for row in result.rows if row.rmse is not None)
+
+
+@pytest.mark.parametrize("name", list(SUBTLE))
+def test_subtle_fault_passed_the_old_criterion_and_fails_now(name, wrong_results):
+    result = wrong_results[name]
+    assert old_criterion_passes(result)
+    assert not result.passed and agreement.status(result) == "FAIL"
+    assert result.worst_rmse_ratio > 100  # hundreds of float32 roundings, not a rounding difference
+    assert result.max_abs_error < 1e-5
+
+
+def test_worst_rmse_ratio_tells_backends_apart(all_results, wrong_results):
+    eager_result = all_results["eager"]
+    assert eager_result.worst_rmse_ratio == max(row.rmse_ratio for row in eager_result.rows
+                                                if row.rmse_ratio is not None)
+    assert eager_result.worst_rmse_ratio <= 1.0  # eager float32 is itself the in-order yardstick
+    for name, result in all_results.items():
+        assert result.worst_rmse_ratio < agreement.K, name
+    assert all(r.worst_rmse_ratio > 100 for r in wrong_results.values())
+
+
+def test_prebuilt_runner_under_a_backend_name():
+    """How the benchmark session checks the runner it times: built beforehand from make_net(seed=0), handed
+    in through `extra` under its backend's own name, with no backend names."""
+    runner = backends.create("eager", model.make_net(seed=0).state_dict())
+    [result] = agreement.check([], "cpu", steps=3, batch_size=BATCH, extra={"eager": lambda *args: runner})
+    assert result.backend == "eager" and agreement.status(result) == "pass"
+    assert result.worst_rmse_ratio <= 1.0
 
 
 def test_rows_report_errors_and_ratios(wrong_results):
@@ -199,7 +292,7 @@ def test_nan_in_backend_only_is_reported():
     notes = {row.quantity: row.note for row in result.rows if row.step == 3}
     assert notes["param fc2.weight"] == "non-finite (NaN/inf) in backend"
     assert notes["output"] == "non-finite (NaN/inf) in backend"
-    assert math.isnan(result.max_abs_error)
+    assert math.isnan(result.max_abs_error) and math.isnan(result.worst_rmse_ratio)
 
 
 def test_nan_never_matches_nan():
