@@ -18,8 +18,7 @@ import model
 from bench import backends, compile_time, profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-COVERAGE = re.compile(
-    r"Op self times cover ([\d.]+)% of the unprofiled wall time \(([\d.]+)% of the profiled step\)")
+COVERAGE = re.compile(r"Op self times cover ([\d.]+)% of the benchmarked build's wall time")
 
 
 def run_profile(tmp_path, monkeypatch, backend):
@@ -45,14 +44,17 @@ def test_profile_eager(tmp_path, monkeypatch):
     assert text.startswith("# Where the training step's time goes")
     assert "## Summary" in text
     part = section(text, "## eager, batch 1")
-    assert "Wall time per step without the profiler:" in part
-    assert "| op | calls/step | self us/step | share of profiled step |" in part
+    assert "Wall time per step of the benchmarked build:" in part
+    assert "| op | calls/step | self us/step | share of benchmarked wall |" in part
     ops = re.findall(r"^\| `([^`]+)` \|", part, re.M)
     assert 3 <= len(ops) <= profile.TOP_OPS and all(op.startswith("aten::") for op in ops)
     assert "Where the time goes:" in part
-    coverage, in_ops = map(float, COVERAGE.search(part).groups())
-    assert 0 < coverage < 100 and 0 < in_ops < 100
-    assert "Python/dispatch/framework overhead" in part
+    coverage = float(COVERAGE.search(part).group(1))
+    assert coverage > 0
+    if coverage <= 100:  # the profiler inflates eager's op times too: on a busy machine they can exceed it
+        assert "is outside kernels: Python, dispatch" in part
+    else:
+        assert "the instrumented kernels alone exceed the benchmarked step" in part
     assert "| eager | 1 |" in section(text, "## Summary")
 
 
@@ -66,7 +68,7 @@ def test_profile_compile_shows_its_kernels_and_times_the_benchmarked_build_apart
     part = section(text, "## compile, batch 1")
     ops = re.findall(r"^\| `([^`]+)` \|", part, re.M)
     assert any(op.startswith("cpp_fused") for op in ops), ops  # the instrumented build, not a reused one
-    assert "the build the benchmarks time takes" in part
+    assert "The build profiled here has Inductor's per-kernel ranges compiled in" in part
 
 
 def test_profile_onnxruntime(tmp_path, monkeypatch):
@@ -78,8 +80,11 @@ def test_profile_onnxruntime(tmp_path, monkeypatch):
     assert "ONNX Runtime profiler" in part
     ops = re.findall(r"^\| `([^`]+)` \| ([\d.]+) \|", part, re.M)
     assert ops and not any(op.startswith("aten::") for op, _ in ops)  # ONNX op types, from ORT's trace
-    coverage, in_ops = map(float, COVERAGE.search(part).groups())
-    assert coverage > 0 and 0 < in_ops < 100
+    coverage = float(COVERAGE.search(part).group(1))
+    assert coverage > 0
+    if coverage <= 100:
+        assert "is outside kernels: ONNX Runtime's session run" in part
+    assert "Python" not in part.split("**Where the time goes:**")[1]
 
 
 def test_ort_trace_counts_only_the_last_runs():
@@ -96,17 +101,47 @@ def test_ort_trace_counts_only_the_last_runs():
         profile.ort_node_times(trace, steps=4)
 
 
-def test_coverage_is_op_self_time_over_unprofiled_wall():
+def test_coverage_is_op_self_time_over_the_benchmarked_wall():
     ops = {"aten::convolution_backward": (20, 0.004), "aten::mm": (60, 0.002)}
     overhead = {"Optimizer.step#SGD.step": (10, 0.001)}
     result = profile.summarise("eager", 1, 10, 0.001, 0.0012, ops, overhead, 0.0, "tool")
     assert result["kernel"] == pytest.approx(0.0006)
+    assert result["benchmarked_wall"] == 0.001  # eager: the profiled build is the benchmarked one
     assert result["coverage"] == pytest.approx(0.6)
     assert result["top"][0] == ("aten::convolution_backward", (2, pytest.approx(0.0004)))
     line = profile.where_line(result)
-    assert "convolution backward 33%, matmul (linear layers) 17% of the profiled step" in line
-    assert "cover 60% of the unprofiled wall time (50% of the profiled step)" in line
-    assert "the other 40% is Python" in line
+    assert "convolution backward 40%, matmul (linear layers) 20% of the benchmarked build's step" in line
+    assert "cover 60% of the benchmarked build's wall time" in line
+    assert "the other 40% is outside kernels: Python, dispatch" in line
+
+
+def aotinductor_result(benchmarked_wall):
+    """aotinductor at batch 1 as in the committed PROFILE.md: instrumented 704 us, profiled 811 us."""
+    ops = {"aoti_torch_cpu_mm_out": (60, 0.0008), "cpp_fused_relu_0": (10, 0.0012)}
+    return profile.summarise("aotinductor", 1, 10, 704e-6, 811e-6, ops, {}, 0.0, "tool", benchmarked_wall)
+
+
+def test_aotinductor_remainder_is_not_labelled_python():
+    result = aotinductor_result(277e-6)
+    assert result["coverage"] == pytest.approx(200e-6 / 277e-6)  # against the benchmarked build, not 704 us
+    line = profile.where_line(result)
+    assert ("cover 72% of the benchmarked build's wall time; the other 28% is outside kernels: "
+            "AOTInductor's C++") in line
+    assert "Python" not in line and "dispatch" not in line
+    text = profile.render([result], {}, {"date": "d", "threads": 2, "steps": 10, "command": "c"})
+    summary = section(text, "## Summary")
+    assert "| aotinductor | 1 | 277 | 704 | 811 | 2.93x | 200 | 72% | 28%: AOTInductor's C++" in summary
+    assert "Python" not in summary.split("| aotinductor |")[1]
+    for name in ("aotinductor", "onnxruntime"):  # no Python inside either step
+        label = profile.outside_kernels(name)
+        assert "Python" not in label and "dispatch" not in label
+
+
+def test_kernels_exceeding_the_benchmarked_wall_are_called_out():
+    line = profile.where_line(aotinductor_result(150e-6))  # 200 us of kernels against a 150 us step
+    assert "cover 133% of the benchmarked build's wall time" in line
+    assert "the instrumented kernels alone exceed the benchmarked step" in line
+    assert "outside kernels:" not in line
 
 
 def test_kernels_and_wrappers_are_told_apart():
