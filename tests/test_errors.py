@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 import model
 from bench import backends
+from bench.backends import eager
 
 BAD_INPUTS = [
     (torch.zeros(1, 32, 32), "input: expected shape (B, 1, 32, 32) with B >= 1, got (1, 32, 32)"),
@@ -40,36 +41,118 @@ def runners():
 
 
 def kernel_spy(monkeypatch):
-    """Counts convolutions run through torch, so a test can tell a check happened before any kernel."""
+    """Counts convolutions run through torch.nn.functional (eager's kernels)."""
     calls = []
     original = torch.nn.functional.conv2d
     monkeypatch.setattr(torch.nn.functional, "conv2d", lambda *a, **k: calls.append(1) or original(*a, **k))
     return calls
 
 
+# Where each backend's runner enters its engine: the attributes through which every kernel runs.
+# Python's F.conv2d is eager's alone; compile, aotinductor and ONNX Runtime never call it.
+ENGINE_ENTRIES = {
+    "eager": ["net"],  # the module (its forward runs every kernel)
+    "torchscript": ["net"],  # the scripted module
+    "compile": ["_step", "_infer"],  # the compiled step and forward callables
+    "aotinductor": ["_run"],  # loads and runs the step or forward library
+    "onnxruntime": ["train_session", "infer_session"],  # their run* methods
+}
+
+
+class EngineSpy:
+    """Stands in for an engine entry: records every call into it (and into its run* methods), then
+    delegates."""
+
+    def __init__(self, target, label, calls):
+        self._target, self._label, self._calls = target, label, calls
+
+    def __call__(self, *args, **kwargs):
+        self._calls.append(self._label)
+        return self._target(*args, **kwargs)
+
+    def __getattr__(self, name):
+        value = getattr(self._target, name)
+        if name.startswith("run") and callable(value):
+            def run(*args, **kwargs):
+                self._calls.append(f"{self._label}.{name}")
+                return value(*args, **kwargs)
+            return run
+        return value
+
+
+def engine_spy(runner, name, monkeypatch):
+    """Spies on every engine entry of `runner` (configuration `name`); returns the list of calls."""
+    module = backends.CONFIGS[name][0] if name in backends.CONFIGS else name
+    assert module in ENGINE_ENTRIES, f"no engine entry known for backend {name!r}: add it to ENGINE_ENTRIES"
+    calls = []
+    for attr in ENGINE_ENTRIES[module]:
+        monkeypatch.setattr(runner, attr, EngineSpy(getattr(runner, attr), attr, calls))  # must exist
+    return calls
+
+
+def assert_rejected_before_engine(runner, name, monkeypatch, call, args, message):
+    """`call(*args)` raises ValueError(message) and never entered the runner's engine."""
+    calls = engine_spy(runner, name, monkeypatch)
+    try:
+        with pytest.raises(ValueError) as raised:
+            getattr(runner, call)(*args)
+        assert str(raised.value) == message, name
+        assert not calls, f"{name}.{call}: entered its engine ({calls}) before the input was rejected"
+    finally:
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("call", ["forward", "train_step"])
+def test_engine_spies_see_a_valid_call(runners, monkeypatch, call):
+    """The spies are on the path every kernel takes: a valid call goes through them."""
+    x, target = model.make_batch(1)
+    for name, runner in runners.items():
+        calls = engine_spy(runner, name, monkeypatch)
+        getattr(runner, call)(*((x,) if call == "forward" else (x, target)))
+        assert calls, f"{name}.{call} ran without entering its spied engine"
+        monkeypatch.undo()
+
+
 @pytest.mark.parametrize(("x", "message"), BAD_INPUTS, ids=[m.split(",")[0][:40] for _, m in BAD_INPUTS])
 def test_bad_input_same_clear_error_from_net_and_every_backend(runners, monkeypatch, x, message):
-    calls = kernel_spy(monkeypatch)
     if isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.device.type == "cpu":
+        calls = kernel_spy(monkeypatch)
         with pytest.raises(ValueError) as raised:
             model.Net()(x)
         assert str(raised.value) == message
+        assert not calls, "the Net ran a kernel before the input was rejected"
+        monkeypatch.undo()
     target = torch.zeros(x.shape[0] if isinstance(x, torch.Tensor) and x.dim() else 1, 10)
     for name, runner in runners.items():
-        for call, args in ((runner.forward, (x,)), (runner.train_step, (x, target))):
-            with pytest.raises(ValueError) as raised:
-                call(*args)
-            assert str(raised.value) == message, name
-    assert not calls, "a kernel ran before the input was rejected"
+        assert_rejected_before_engine(runner, name, monkeypatch, "forward", (x,), message)
+        assert_rejected_before_engine(runner, name, monkeypatch, "train_step", (x, target), message)
+
+
+class EngineFirst(eager.Runner):
+    """Wrong on purpose: runs its engine before checking the input. The Net's own check still raises
+    the same ValueError, so only the spy can tell."""
+
+    def train_step(self, x, target):
+        output = self.net(x)
+        model.check_input(x, target, dtype=self.dtype, device=self.device)
+        return model.loss_fn(output, target)
+
+
+def test_engine_spy_catches_a_runner_that_runs_its_engine_first(monkeypatch):
+    x, message = BAD_INPUTS[1]
+    args = (x, torch.zeros(2, 10))
+    wrong = EngineFirst(model.make_net().state_dict())
+    with pytest.raises(AssertionError, match="entered its engine"):
+        assert_rejected_before_engine(wrong, "eager", monkeypatch, "train_step", args, message)
+    right = backends.create("eager", model.make_net().state_dict())  # passes the same check
+    assert_rejected_before_engine(right, "eager", monkeypatch, "train_step", args, message)
 
 
 @pytest.mark.parametrize(("target", "message"), BAD_TARGETS, ids=["batch", "rank", "dtype"])
-def test_bad_target_same_clear_error_from_every_backend(runners, target, message):
+def test_bad_target_same_clear_error_from_every_backend(runners, monkeypatch, target, message):
     x = torch.zeros(3, 1, 32, 32)
     for name, runner in runners.items():
-        with pytest.raises(ValueError) as raised:
-            runner.train_step(x, target)
-        assert str(raised.value) == message, name
+        assert_rejected_before_engine(runner, name, monkeypatch, "train_step", (x, target), message)
 
 
 @pytest.mark.parametrize("batch_size", [0, -1, 2.5, True, "8"])
