@@ -88,7 +88,7 @@ def main(argv=None):
         row["sequential"] = sequential(call, eager, args.seconds)
         row.update(monitor.stop())
         results.append(row)
-        print(json.dumps(row))
+        print(json.dumps(row), flush=True)
     lines = ["# Paired timing: block length against a long sequential measurement", "",
              f"Command: `python -m bench.block_study --cells {args.cells} --seconds {args.seconds:g}`; "
              f"torch {torch.__version__}, {torch.get_num_threads()} threads, {harness.cpu_model()}. "

@@ -73,7 +73,8 @@ def paired(benchmark, call, baseline, seconds=PAIRED_SECONDS, block_seconds=BLOC
     block_seconds = min(block_seconds, seconds / (2 * MIN_PAIRS))  # short runs: shorter blocks, not fewer
     per_call, per_baseline = seconds_per_call(call), seconds_per_call(baseline)
     k_call, k_base = calls_per_block(per_call, block_seconds), calls_per_block(per_baseline, block_seconds)
-    pairs = max(MIN_PAIRS, round(seconds / (2 * block_seconds)))
+    pair_seconds = k_call * per_call + k_base * per_baseline  # whole calls: a block can outlast its aim
+    pairs = max(MIN_PAIRS, round(seconds / pair_seconds))
     pairs += pairs % 2  # whole E B | B E cycles
     baseline_blocks = []
     rounds_started = 0
