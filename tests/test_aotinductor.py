@@ -118,3 +118,13 @@ def test_cache_key_ignores_a_comment_edit_in_the_wrapping_code(tmp_path):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     assert key(module) == key()
+
+
+def test_cache_key_ignores_the_metadata_a_build_writes_into_inductors_config(monkeypatch):
+    """AOTInductor fills config.aot_inductor.metadata in place during a build; keyed on, every
+    lookup after the first build in a process missed (and a cold run built each library twice)."""
+    before = aotinductor._inductor_config()
+    monkeypatch.setitem(torch._inductor.config.aot_inductor.metadata, "AOTI_DEVICE_KEY", "cpu")
+    assert aotinductor._inductor_config() == before
+    monkeypatch.setattr(torch._inductor.config, "max_autotune", not torch._inductor.config.max_autotune)
+    assert aotinductor._inductor_config() != before  # any other setting still counts

@@ -128,6 +128,9 @@ def _inductor_config():
     """Inductor's settings (the portable part of its config, as torch.compile's own cache keys
     use), hashed: a setting outside the options passed can change the library too."""
     settings = torch._inductor.config.save_config_portable()
+    # AOTInductor writes the built library's own metadata into this dict in place, so it differs
+    # after the first build in a process: keyed on, it made every later lookup miss.
+    settings.pop("aot_inductor.metadata", None)
     return hashlib.sha256(repr(sorted(settings.items())).encode()).hexdigest()
 
 
