@@ -502,7 +502,9 @@ def summary_lines(results, repeats):
         if r.skipped:
             lines.append(f"{r.backend} on {r.device}: skipped ({r.skipped})")
         else:
-            lines.append(f"{r.backend} on {r.device}: {status(r)}, largest abs error {_fmt(r.max_abs_error)}"
+            ratio = "-" if r.worst_rmse_ratio is None else f"{r.worst_rmse_ratio:.3g}"
+            lines.append(f"{r.backend} on {r.device}: {status(r)}, worst RMSE {ratio}x "
+                         f"eager float32's, largest abs error {_fmt(r.max_abs_error)}"
                          + (f" ({r.error})" if r.error else ""))
     for device, (same, detail) in repeats.items():
         verdict = "bit-identical" if same else "NOT bit-identical"

@@ -228,7 +228,7 @@ def secs(seconds):
 
 
 def num(value):
-    return f"{value:.2f}" if value >= 0.995 else f"{value:.2g}"  # 12.34, 1.00, 0.67, 0.0021
+    return f"{value:.2f}" if value >= 0.0995 else f"{value:.2g}"  # 12.34, 1.00, 0.90, 0.67, 0.0021
 
 
 def agreement_text(row):
