@@ -126,5 +126,6 @@ def test_cache_key_ignores_the_metadata_a_build_writes_into_inductors_config(mon
     before = aotinductor._inductor_config()
     monkeypatch.setitem(torch._inductor.config.aot_inductor.metadata, "AOTI_DEVICE_KEY", "cpu")
     assert aotinductor._inductor_config() == before
-    monkeypatch.setattr(torch._inductor.config, "max_autotune", not torch._inductor.config.max_autotune)
-    assert aotinductor._inductor_config() != before  # any other setting still counts
+    # config.patch, not monkeypatch: restoring a ConfigModule attribute by setattr breaks it
+    with torch._inductor.config.patch(max_autotune=not torch._inductor.config.max_autotune):
+        assert aotinductor._inductor_config() != before  # any other setting still counts
