@@ -392,32 +392,21 @@ def port_in_use(port):
     return False
 
 
+def torchrun_command(port, worker_args, nproc, nnodes=1, node_rank=0, rdzv_id=None):
+    """torchrun on 127.0.0.1 running this module as the worker: c10d rendezvous, no restarts."""
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(nnodes),
+            "--node-rank", str(node_rank), "--nproc-per-node", str(nproc),
+            "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
+            "--rdzv-id", rdzv_id or f"bench-ddp-{os.getpid()}", "--local-addr", "127.0.0.1",
+            "--max-restarts", "0", "--monitor-interval", "0.5", "-m", "bench.ddp", *worker_args]
+
+
 def launch(args, world, part):
     """torchrun for one world size on this machine; returns (exit status, one-line error or None)."""
     port = args.port or free_port()
-    cmd = (
+    cmd = torchrun_command(
+        port,
         [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--nnodes",
-            "1",
-            "--nproc-per-node",
-            str(world),
-            "--rdzv-backend",
-            "c10d",
-            "--rdzv-endpoint",
-            f"127.0.0.1:{port}",
-            "--rdzv-id",
-            f"bench-ddp-{os.getpid()}",
-            "--local-addr",
-            "127.0.0.1",
-            "--max-restarts",
-            "0",
-            "--monitor-interval",
-            "0.5",
-            "-m",
-            "bench.ddp",
             "--batch-size",
             str(args.batch_size),
             "--backends",
@@ -438,7 +427,8 @@ def launch(args, world, part):
             part,
         ]
         + (["--check-only"] if args.check_only else [])
-        + (["--fault", args.fault] if args.fault else [])
+        + (["--fault", args.fault] if args.fault else []),
+        nproc=world,
     )
     # All traffic on the loopback; OMP_NUM_THREADS set so torchrun does not print its banner about it.
     env = {

@@ -30,32 +30,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
 
 
 def torchrun(port, *args, nnodes=1, nproc=2, node_rank=0):
-    return [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nnodes",
-        str(nnodes),
-        "--node-rank",
-        str(node_rank),
-        "--nproc-per-node",
-        str(nproc),
-        "--rdzv-backend",
-        "c10d",
-        "--rdzv-endpoint",
-        f"127.0.0.1:{port}",
-        "--rdzv-id",
-        f"test-{port}",
-        "--local-addr",
-        "127.0.0.1",
-        "--max-restarts",
-        "0",
-        "--monitor-interval",
-        "0.5",
-        "-m",
-        "bench.ddp",
-        *args,
-    ]
+    return ddp.torchrun_command(port, list(args), nproc, nnodes=nnodes, node_rank=node_rank,
+                                rdzv_id=f"test-{port}")
 
 
 def launcher(*args):
