@@ -169,13 +169,16 @@ class Runner:
         self._device_id = (self.device.index or 0) if self.device.type == "cuda" else 0
         self._provider = PROVIDERS[self.device.type]
         self._providers = providers(self.device, self._device_id)
-        # Where each node runs, from one call of each graph at batch 1.
-        x, target = (t.numpy() for t in model.make_batch(1))
-        params = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in state_dict.items()}
-        placement = {
-            "forward": node_providers(forward, self.device, {"input": x, **params}),
-            "train": node_providers(train, self.device, {"input": x, "target": target, **params}),
-        }
+        # Where each node runs, from one profiled call of each graph: on CUDA only, where a node could
+        # land elsewhere; on CPU the one provider runs every node, and two more sessions would be waste.
+        placement = None
+        if self.device.type == "cuda":
+            x, target = (t.numpy() for t in model.make_batch(1))
+            params = {k: v.detach().to("cpu", torch.float32).numpy() for k, v in state_dict.items()}
+            placement = {
+                "forward": node_providers(forward, self.device, {"input": x, **params}),
+                "train": node_providers(train, self.device, {"input": x, "target": target, **params}),
+            }
         options = session_options(self.device)
         if profile_prefix:  # ONNX Runtime's per-node profiler, from session creation on
             options.enable_profiling = True
