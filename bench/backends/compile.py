@@ -12,7 +12,6 @@ Parameters go in as a flat tuple (cheaper guards than a dict).
 Options:
   mode        torch.compile mode: "default", "max-autotune-no-cudagraphs", "max-autotune",
               or "reduce-overhead" (CUDA graphs, CUDA only)
-  forward_mode the mode for the forward-pass graph (default: `mode`)
   cpp_wrapper Inductor calls its kernels from generated C++, not Python (less overhead);
               None (default) means on for CPU, off for CUDA
   im2col      while the Net runs, its convolutions are lowered to k*k shifted slices + one
@@ -103,7 +102,7 @@ class Im2colLowering(TorchFunctionMode):
 
 class Runner:
     def __init__(self, state_dict, device="cpu", dtype=torch.float32, mode="default", cpp_wrapper=None,
-                 im2col=True, forward_mode=None):
+                 im2col=True):
         self.device, self.dtype = torch.device(device), dtype
         net = model.Net().to(device=device, dtype=dtype)
         net.load_state_dict(state_dict)
@@ -129,12 +128,9 @@ class Runner:
 
         if cpp_wrapper is None:  # on for CPU, where the Python wrapper's overhead shows at small batches
             cpp_wrapper = self.device.type == "cpu"
-        def options(mode):
-            return dict(torch._inductor.list_mode_options(mode), cpp_wrapper=cpp_wrapper)
-
-        self._step = torch.compile(step, dynamic=False, fullgraph=True, options=options(mode))
-        self._infer = torch.compile(forward, dynamic=False, fullgraph=True,
-                                    options=options(forward_mode or mode))
+        options = dict(torch._inductor.list_mode_options(mode), cpp_wrapper=cpp_wrapper)
+        self._step = torch.compile(step, dynamic=False, fullgraph=True, options=options)
+        self._infer = torch.compile(forward, dynamic=False, fullgraph=True, options=options)
 
     def train_step(self, x, target):
         model.check_input(x, target, dtype=self.dtype, device=self.device)
