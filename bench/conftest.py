@@ -235,11 +235,6 @@ def _add_growth(total, before):
     return None if None in (total, before, after) else total + after - before
 
 
-def _worst_rmse_ratio(result):
-    ratios = [row.rmse_ratio for row in result.rows if row.rmse_ratio is not None]
-    return max(ratios) if ratios else None
-
-
 class RunnerCache:
     """One runner per backend, device and batch size, made the first time a benchmark of that
     device and batch size runs. Its creation, first calls (compilation) and, when timing is on,
@@ -300,7 +295,7 @@ class RunnerCache:
             cell = cells[result.backend]
             cell.agreement = {"agreement": agreement.status(result),
                               "agreement_max_abs_error": result.max_abs_error,
-                              "agreement_worst_rmse_ratio": _worst_rmse_ratio(result),
+                              "agreement_worst_rmse_ratio": result.worst_rmse_ratio,
                               "agreement_steps": agreement.DEFAULT_STEPS,
                               "agreement_batch_size": batch_size}
         verdicts = ", ".join(f"{name} {cell.agreement['agreement']}" for name, cell in cells.items())
