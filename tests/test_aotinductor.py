@@ -83,12 +83,21 @@ def test_cache_key_changes_with_each_ingredient(monkeypatch):
     for name, variant in variants.items():
         assert variant() != base, name
 
+    def other(value):  # a value that differs from the installed one, whatever is installed
+        return f"{value}+other"
+
+    installed = {"triton": aotinductor._triton_version(), "compiler": aotinductor._compiler_version(),
+                 "vector ISA": aotinductor._vec_isa()}
     changes = {  # each: something the library depends on, changed in isolation
-        "torch version": lambda: monkeypatch.setattr(torch, "__version__", "2.11.0"),
-        "torch git version": lambda: monkeypatch.setattr(torch.version, "git_version", "0" * 40),
-        "triton": lambda: monkeypatch.setattr(aotinductor, "_triton_version", lambda: "3.6.0"),
-        "compiler": lambda: monkeypatch.setattr(aotinductor, "_compiler_version", lambda: "g++ 99"),
-        "vector ISA": lambda: monkeypatch.setattr(aotinductor, "_vec_isa", lambda: "neon"),
+        "torch version": lambda: monkeypatch.setattr(torch, "__version__", other(torch.__version__)),
+        "torch git version": lambda: monkeypatch.setattr(torch.version, "git_version",
+                                                         other(torch.version.git_version)),
+        "triton": lambda: monkeypatch.setattr(aotinductor, "_triton_version",
+                                              lambda: other(installed["triton"])),
+        "compiler": lambda: monkeypatch.setattr(aotinductor, "_compiler_version",
+                                                lambda: other(installed["compiler"])),
+        "vector ISA": lambda: monkeypatch.setattr(aotinductor, "_vec_isa",
+                                                  lambda: other(installed["vector ISA"])),
         "format": lambda: monkeypatch.setattr(aotinductor, "CACHE_FORMAT", aotinductor.CACHE_FORMAT + 1),
     }
     for name, change in changes.items():

@@ -39,7 +39,10 @@ def test_fallback_refused_is_a_real_onnxruntime_setting():
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
-    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    opsets = [helper.make_opsetid("", 18)]
+    # The IR version that goes with the opset, as the exporter writes it, not onnx's newest (14 in
+    # onnx 1.23), which onnxruntime before 1.31 refuses to load.
+    proto = helper.make_model(graph, opset_imports=opsets, ir_version=helper.find_min_ir_version_for(opsets))
     onnx.checker.check_model(proto)
     options = ort_backend.session_options("cuda")
     # With no provider but the implicit CPU one, every node lands on the refused CPU provider.

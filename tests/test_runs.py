@@ -68,13 +68,22 @@ def test_an_interrupted_run_is_kept_marked_and_left_out_of_the_report(tmp_path):
     [earlier] = saved_runs(tmp_path)
     before, report_before = earlier.read_bytes(), (tmp_path / "REPORT.md").read_text()
     assert "interrupted" not in report_before and not json.loads(before)["lenet_bench"]["interrupted"]
-    run = subprocess.Popen(bench_command(tmp_path, "--devices", "cpu", "--backends", "eager", "-vv",
-                                         "--paired-seconds=0.2"),
-                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    for line in run.stdout:  # once the first benchmark passed (-q -vv: a line per test), so a part is kept
-        if "PASSED" in line:
+    # hold_plugin keeps the run waiting before its second benchmark: the interrupt reaches a run
+    # that is still going, with one benchmark done, however fast the machine.
+    from hold_plugin import HOLDING
+
+    path = os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "PYTHONPATH": path}
+    run = subprocess.Popen(bench_command(tmp_path, *QUICK, "--modes", "train,forward", "-p", "hold_plugin"),
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    for line in run.stdout:
+        lines.append(line)
+        if HOLDING in line:
             break
-    output = interrupt(run)
+    else:
+        pytest.fail(f"the run ended before it was held: {''.join(lines)}")
+    output = "".join(lines) + interrupt(run)
     assert earlier.read_bytes() == before
     partial = [f for f in saved_runs(tmp_path) if f != earlier]
     assert len(partial) == 1, output
