@@ -8,21 +8,24 @@
   and `<key>.updated` for every parameter: p - lr * dloss/dp, one SGD step. The learning rate
   is model.LEARNING_RATE (0.01), baked into the graph as a constant (not an input).
 
-Both use the standard ONNX domain only. The training step comes in two variants (TRAIN_GRAPHS),
-built by the same code and differing in two backward translations:
+Both use the standard ONNX domain only. ONNX Runtime has no usable training build any more
+(see design.md), so the training step is traced as a plain function: torch.func.grad_and_value
+over torch.func.functional_call, then the SGD update, captured with make_fx and exported with
+torch.onnx.export(dynamo=True). Before export, each ReLU's backward mask is moved ahead of
+the max-pool backward (_mask_before_unpool: same result on a 4x smaller tensor).
+
+The training step comes in two variants (TRAIN_GRAPHS), built by the same code:
 
 - "unpool": the max-pool backward by MaxUnpool and the convolution's input gradient by Col2Im,
   as profiled fastest in ONNX Runtime on CPU; but ONNX Runtime's CUDA provider implements
   neither op, OpenVINO has no MaxUnpool, and onnx's reference runtime fails on MaxUnpool.
 - "portable": the max-pool backward as a mask (Equal against the pooled maximum, broadcast over
-  each window; a CumSum keeps the first maximum) times the gradient, and the input gradient
-  by ConvTranspose(dY, W): ops every one of those runtimes implements.
- ONNX Runtime has no usable training build any more
-(see design.md), so the training step is traced as a plain function: torch.func.grad_and_value
-over torch.func.functional_call, then the SGD update, captured with make_fx and exported with
-torch.onnx.export(dynamo=True). Before export, each ReLU's backward mask is moved ahead of
-the max-pool backward (_mask_before_unpool: same result on a 4x smaller tensor). Five aten ops
-get translations of our own (_translations), chosen by profiling ONNX Runtime on CPU:
+  each window; a CumSum keeps the first maximum) times the gradient, the input gradient by
+  ConvTranspose(dY, W), and the MSE loss's backward without a Shape node (a CUDA session would
+  put Shape's consumers on the CPU provider): ops every one of those runtimes implements.
+
+Five aten ops (six in "portable") get translations of our own (_translations), chosen by
+profiling ONNX Runtime on CPU:
 
 - aten.max_pool2d_with_indices: one MaxPool with its Indices output, kept in ONNX's own
   flat (N*C*H*W) form. onnxscript's translation converts them to PyTorch's per-plane form
@@ -44,6 +47,8 @@ get translations of our own (_translations), chosen by profiling ONNX Runtime on
   does not ask for are still tensors (a small constant, removed as dead code).
 - aten.threshold_backward (ReLU's backward): grad * Cast(x > threshold), faster in ONNX
   Runtime than the default Where with a broadcast scalar.
+- aten.mse_loss_backward ("portable" only): 2 (y - target) / count, the count a ReduceSum over
+  the loss input instead of onnxscript's Shape.
 """
 
 import contextlib
