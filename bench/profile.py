@@ -156,9 +156,10 @@ def ort_node_times(trace, steps):
     return {op: tuple(value) for op, value in ops.items()}
 
 
-def ort_ops(state, x, target, steps, folder):
-    """Profile `steps` training steps of a fresh, profiled onnxruntime Runner (after a warm-up)."""
-    _, options = backends.CONFIGS["onnxruntime"]
+def ort_ops(state, x, target, steps, folder, name="onnxruntime"):
+    """Profile `steps` training steps of a fresh, profiled Runner of onnxruntime configuration
+    `name` (after a warm-up)."""
+    _, options = backends.CONFIGS[name]
     from bench.backends import onnxruntime as ort_backend
 
     runner = ort_backend.Runner(state, device="cpu", profile_prefix=os.path.join(folder, "ort"), **options)
@@ -215,7 +216,7 @@ def profile_backend(name, batch_sizes, steps, folder):
             harness.settle_heap()
             means = round_means(step, steps, TIMING_ROUNDS[0])
             if module_name == "onnxruntime":
-                ops, overhead, profiled = ort_ops(state, x, target, steps, folder)
+                ops, overhead, profiled = ort_ops(state, x, target, steps, folder, name)
                 tool = "ONNX Runtime profiler (per-node trace, summed by op type)"
             else:
                 ops, overhead, profiled = torch_ops(step, steps)

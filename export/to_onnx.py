@@ -1,7 +1,11 @@
 """Export the Net to ONNX: `net.onnx` (inference) and `train_step.onnx` (one SGD step).
 
-    python export/to_onnx.py [--out DIR] [--opset N] [--batch-size B] [--seed S] [--force]
+    python export/to_onnx.py [--out DIR] [--opset N] [--train-graph {unpool,portable}]
+                             [--batch-size B] [--seed S] [--force]
 
+--train-graph picks the training step's variant (export.train_graph.TRAIN_GRAPHS): "unpool"
+(MaxUnpool and Col2Im, ONNX Runtime's CPU provider) or "portable" (ConvTranspose and an Equal
+mask: ONNX Runtime's CUDA provider, OpenVINO and onnx's reference runtime implement every op).
 Writes both files into --out (default: export/out under the repository root), after checking
 each with the full ONNX checker and strict shape inference and running each in ONNX Runtime
 against eager PyTorch from the same seeded parameters and batch. Prints one table row per
@@ -51,6 +55,14 @@ def parse_args(argv=None):
         default=train_graph.DEFAULT_OPSET,
         help=f"ONNX opset, {train_graph.SUPPORTED_OPSETS.start}.."
         f"{train_graph.SUPPORTED_OPSETS.stop - 1} (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--train-graph",
+        choices=train_graph.TRAIN_GRAPHS,
+        default=train_graph.DEFAULT_TRAIN_GRAPH,
+        help="training-step variant: unpool (MaxUnpool, Col2Im) or portable (ConvTranspose, an Equal "
+        "mask: ops ONNX Runtime's CUDA provider, OpenVINO and onnx.reference implement) "
+        "(default: %(default)s)",
     )
     parser.add_argument(
         "--batch-size",
@@ -145,7 +157,7 @@ def export(args):
     state_dict = model.make_net(args.seed).state_dict()
     protos = {
         INFERENCE_FILE: train_graph.build_inference(state_dict, args.opset),
-        TRAIN_FILE: train_graph.build_train_step(state_dict, args.opset),
+        TRAIN_FILE: train_graph.build_train_step(state_dict, args.opset, args.train_graph),
     }
     rows, ok = [], True
     errors = {}

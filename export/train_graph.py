@@ -12,28 +12,43 @@ Both use the standard ONNX domain only. ONNX Runtime has no usable training buil
 (see design.md), so the training step is traced as a plain function: torch.func.grad_and_value
 over torch.func.functional_call, then the SGD update, captured with make_fx and exported with
 torch.onnx.export(dynamo=True). Before export, each ReLU's backward mask is moved ahead of
-the max-pool backward (_mask_before_unpool: same result on a 4x smaller tensor). Five aten ops
-get translations of our own (_translations), chosen by profiling ONNX Runtime on CPU:
+the max-pool backward (_mask_before_unpool: same result on a 4x smaller tensor).
+
+The training step comes in two variants (TRAIN_GRAPHS), built by the same code:
+
+- "unpool": the max-pool backward by MaxUnpool and the convolution's input gradient by Col2Im,
+  as profiled fastest in ONNX Runtime on CPU; but ONNX Runtime's CUDA provider implements
+  neither op, OpenVINO has no MaxUnpool, and onnx's reference runtime fails on MaxUnpool.
+- "portable": the max-pool backward as a mask (Equal against the pooled maximum, broadcast over
+  each window; a CumSum keeps the first maximum) times the gradient, the input gradient by
+  ConvTranspose(dY, W), and the MSE loss's backward without a Shape node (a CUDA session would
+  put Shape's consumers on the CPU provider): ops every one of those runtimes implements.
+
+Five aten ops (six in "portable") get translations of our own (_translations), chosen by
+profiling ONNX Runtime on CPU:
 
 - aten.max_pool2d_with_indices: one MaxPool with its Indices output, kept in ONNX's own
   flat (N*C*H*W) form. onnxscript's translation converts them to PyTorch's per-plane form
   with a second full-size MaxPool, which only the backward would consume. (Computing the same
   indices from SpaceToDepth and ArgMax was measured no faster.)
-- aten.max_pool2d_with_indices_backward (no translation in onnxscript): one MaxUnpool of the
-  gradient at those indices into a zero tensor of the input's shape. Exact (first maximum
-  of each window, like PyTorch) for non-overlapping windows (kernel == stride, as in the
-  Net); other pooling configurations are refused.
+- aten.max_pool2d_with_indices_backward (no translation in onnxscript): "unpool": one MaxUnpool
+  of the gradient at those indices into a zero tensor of the input's shape; "portable": each
+  window's first maximum found from the input and the pooled value, no indices. Both exact
+  (first maximum of each window, like PyTorch) for non-overlapping windows (kernel ==
+  stride, as in the Net); other pooling configurations are refused.
 - aten.convolution (training step only): im2col (one Slice per kernel offset, one Concat),
   one MatMul with the reshaped weight, plus the bias. The weight gradient needs the same
   im2col of the same input, and the exporter's common-subexpression pass keeps one copy, so
   the forward convolution costs one MatMul.
 - aten.convolution_backward (no translation in onnxscript): input gradient by
-  Col2Im(W^T dY) (faster in ONNX Runtime than ConvTranspose(dY, W)); weight gradient by
+  Col2Im(W^T dY) ("unpool") or ConvTranspose(dY, W) ("portable"); weight gradient by
   one batched MatMul of dY with that im2col, summed over the batch (faster than a Conv of
   the transposed input with the transposed dY); bias gradient by ReduceSum. Outputs the mask
   does not ask for are still tensors (a small constant, removed as dead code).
 - aten.threshold_backward (ReLU's backward): grad * Cast(x > threshold), faster in ONNX
   Runtime than the default Where with a broadcast scalar.
+- aten.mse_loss_backward ("portable" only): 2 (y - target) / count, the count a ReduceSum over
+  the loss input instead of onnxscript's Shape.
 """
 
 import contextlib
@@ -53,6 +68,10 @@ DEFAULT_OPSET = 18
 # The exporter (torch.onnx, dynamo) starts at opset 18; onnx 1.23 and ONNX Runtime 1.32 reach 23.
 SUPPORTED_OPSETS = range(18, 24)
 TRACE_BATCH = 4  # batch size used while tracing; the exported batch dimension is dynamic
+# The training-step variants (see the module docstring) and the one the CPU benchmark runs.
+UNPOOL, PORTABLE = "unpool", "portable"
+TRAIN_GRAPHS = (UNPOOL, PORTABLE)
+DEFAULT_TRAIN_GRAPH = UNPOOL
 
 
 def updated_name(key):
@@ -78,9 +97,18 @@ def _pool_window(kernel_size, stride, padding, dilation, ceil_mode):
     return kernel, strides
 
 
-def _translations():
+def check_train_graph(train_graph):
+    if train_graph not in TRAIN_GRAPHS:
+        raise ValueError(f"unknown training graph {train_graph!r}; choose from: {', '.join(TRAIN_GRAPHS)}")
+
+
+def _translations(train_graph=DEFAULT_TRAIN_GRAPH):
     """The custom translations for torch.onnx.export(custom_translation_table=...)."""
+    from onnx import TensorProto
     from onnxscript import opset18 as op
+
+    check_train_graph(train_graph)
+    portable = train_graph == PORTABLE
 
     def im2col(x, padding, kernel_h, kernel_w, out_h, out_w):
         """(N, C, H, W) -> (N, C * KH * KW, Ho * Wo): one Slice per kernel offset, one Concat. The
@@ -130,8 +158,48 @@ def _translations():
         grad_output, self, kernel_size, stride, padding, dilation, ceil_mode, indices
     ):
         kernel, strides = _pool_window(kernel_size, stride, padding, dilation, ceil_mode)
+        if portable:
+            return first_max_backward(grad_output, self, kernel, strides)
         # Windows do not overlap, so every input element receives at most one gradient.
         return op.MaxUnpool(grad_output, indices, op.Shape(self), kernel_shape=kernel, strides=strides)
+
+    def first_max_backward(grad_output, self, kernel, strides):
+        """The max-pool backward without indices: each window's gradient goes to the first
+        element (row-major) equal to the window's maximum, as PyTorch's backward routes ties.
+        Windows are (kernel_h, kernel_w) blocks that do not overlap; rows and columns past the
+        last whole window (floor mode) get zero."""
+        kernel_h, kernel_w = kernel
+        _, channels, height, width = self.shape  # batch is dynamic, the rest static
+        out_h, out_w = height // kernel_h, width // kernel_w
+        covered_h, covered_w = out_h * kernel_h, out_w * kernel_w
+        x = self
+        if (covered_h, covered_w) != (height, width):
+            x = op.Slice(x, op.Constant(value_ints=[0, 0]), op.Constant(value_ints=[covered_h, covered_w]),
+                         op.Constant(value_ints=[2, 3]))
+        # The forward's own MaxPool node (the exporter's common-subexpression pass keeps one).
+        pooled, _ = op.MaxPool(self, kernel_shape=kernel, strides=strides, storage_order=0)
+        # (N, C, Ho*KH, Wo*KW) -> (N, C, Ho, Wo, KH*KW): each window's elements on the last axis.
+        windows = op.Transpose(
+            op.Reshape(x, op.Constant(value_ints=[0, channels, out_h, kernel_h, out_w, kernel_w])),
+            perm=[0, 1, 2, 4, 3, 5],
+        )
+        windows = op.Reshape(windows,
+                             op.Constant(value_ints=[0, channels, out_h, out_w, kernel_h * kernel_w]))
+        last = op.Constant(value_ints=[4])
+        is_max = op.Cast(op.Equal(windows, op.Unsqueeze(pooled, last)), to=TensorProto.FLOAT)
+        # The running count of maxima along the window is 1 from the first one on: is_max there only.
+        first = op.Mul(is_max, op.Cast(op.Equal(op.CumSum(is_max, op.Constant(value_int=4)),
+                                                op.Constant(value_float=1.0)), to=TensorProto.FLOAT))
+        grad = op.Mul(op.Unsqueeze(grad_output, last), first)
+        grad = op.Transpose(
+            op.Reshape(grad, op.Constant(value_ints=[0, channels, out_h, out_w, kernel_h, kernel_w])),
+            perm=[0, 1, 2, 4, 3, 5],
+        )
+        grad = op.Reshape(grad, op.Constant(value_ints=[0, channels, covered_h, covered_w]))
+        if (covered_h, covered_w) != (height, width):
+            pads = [0, 0, 0, 0, 0, 0, height - covered_h, width - covered_w]  # zero rows, columns at the end
+            grad = op.Pad(grad, op.Constant(value_ints=pads))
+        return grad
 
     def convolution_backward(
         grad_output,
@@ -158,7 +226,9 @@ def _translations():
         dy = op.Reshape(
             grad_output, op.Constant(value_ints=[0, out_channels, out_h * out_w])
         )  # (N, C_out, Ho*Wo)
-        if output_mask[0]:
+        if output_mask[0] and portable:
+            grad_input = op.ConvTranspose(grad_output, weight, pads=pads)  # stride 1: output (H, W)
+        elif output_mask[0]:
             # dX = col2im(W^T dY): the weight-by-gradient product per patch, then each patch's values
             # added back at its place (faster in ONNX Runtime than ConvTranspose(dY, W)).
             _, _, in_h, in_w = input.shape
@@ -189,14 +259,27 @@ def _translations():
         threshold = op.CastLike(op.Constant(value_float=float(threshold)), self)
         return op.Mul(grad_output, op.CastLike(op.Greater(self, threshold), grad_output))
 
+    def mse_loss_backward(grad_output, self, target, reduction):
+        # onnxscript divides by the element count from Shape(self); a CUDA session would place
+        # that Shape's consumers on the CPU provider. The count comes from a tensor op instead:
+        # self > self is false everywhere (NaN too), so its negation counts every element.
+        if reduction != 1:  # torch's Reduction.Mean, what model.loss_fn uses
+            raise NotImplementedError(f"mse_loss backward: only the mean reduction, got {reduction}")
+        count = op.ReduceSum(op.CastLike(op.Not(op.Greater(self, self)), self), keepdims=0)
+        two = op.CastLike(op.Constant(value_float=2.0), self)
+        return op.Mul(op.Mul(grad_output, op.Sub(self, target)), op.Div(two, count))
+
     aten = torch.ops.aten
-    return {
+    table = {
         aten.threshold_backward.default: threshold_backward,
         aten.max_pool2d_with_indices.default: max_pool2d_with_indices,
         aten.max_pool2d_with_indices_backward.default: max_pool2d_with_indices_backward,
         aten.convolution_backward.default: convolution_backward,
         aten.convolution.default: convolution,
     }
+    if portable:
+        table[aten.mse_loss_backward.default] = mse_loss_backward
+    return table
 
 
 def _net(state_dict):
@@ -351,8 +434,10 @@ def build_forward(state_dict, opset=DEFAULT_OPSET):
                    ({0: batch}, *[None] * len(keys)), opset)
 
 
-def build_train_step(state_dict, opset=DEFAULT_OPSET):
-    """The one-step training model as an onnx.ModelProto (parameters are inputs, not initializers)."""
+def build_train_step(state_dict, opset=DEFAULT_OPSET, train_graph=DEFAULT_TRAIN_GRAPH):
+    """The one-step training model as an onnx.ModelProto (parameters are inputs, not initializers),
+    as the variant `train_graph` (one of TRAIN_GRAPHS) computes it."""
+    check_train_graph(train_graph)
     keys = list(state_dict)
     graph_module, args = trace_train_step(state_dict)
     batch = torch.export.Dim("batch", min=1)
@@ -364,7 +449,7 @@ def build_train_step(state_dict, opset=DEFAULT_OPSET):
         [LOSS_NAME, *map(updated_name, keys)],
         dynamic,
         opset,
-        custom=_translations(),
+        custom=_translations(train_graph),
     )
 
 

@@ -26,22 +26,29 @@ KEYS = list(model.make_net(0).state_dict())
 
 
 FORWARD = "forward with parameter inputs"
+# The training step's variants by their names in the protos fixture; TRAIN_FILE is the default one.
+TRAIN_GRAPH_PROTOS = {train_graph.UNPOOL: "train_step.onnx (unpool)",
+                      train_graph.PORTABLE: "train_step.onnx (portable)"}
 
 
 @pytest.fixture(scope="module")
 def protos():
-    """The models for make_net(0), exported once (the ORT backend reuses its two)."""
+    """The models for make_net(0), exported once (the ORT backend reuses its three)."""
     state = model.make_net(0).state_dict()
     forward, train, _ = ort_backend._models(state, train_graph.DEFAULT_OPSET)
     inference = train_graph.build_inference(state)
-    return {to_onnx.INFERENCE_FILE: inference, to_onnx.TRAIN_FILE: train, FORWARD: forward}
+    made = {to_onnx.INFERENCE_FILE: inference, to_onnx.TRAIN_FILE: train, FORWARD: forward}
+    for variant, name in TRAIN_GRAPH_PROTOS.items():
+        made[name] = ort_backend._models(state, train_graph.DEFAULT_OPSET, variant)[1]
+    assert made[TRAIN_GRAPH_PROTOS[train_graph.DEFAULT_TRAIN_GRAPH]] is train
+    return made
 
 
 def session(proto):
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("name", [to_onnx.INFERENCE_FILE, to_onnx.TRAIN_FILE, FORWARD])
+@pytest.mark.parametrize("name", [to_onnx.INFERENCE_FILE, *TRAIN_GRAPH_PROTOS.values(), FORWARD])
 def test_models_pass_full_checker_with_standard_ops_only(protos, name):
     proto = protos[name]
     onnx.checker.check_model(proto, full_check=True)
@@ -70,8 +77,43 @@ def test_names_and_dynamic_batch(protos):
         assert isinstance(_batch_dim(value_info), str), f"{value_info.name}: batch dimension is not dynamic"
 
 
+def op_types(proto):
+    return {(n.domain or "ai.onnx", n.op_type) for n in proto.graph.node}
+
+
+def test_portable_train_graph_has_no_col2im_maxunpool_or_shape_ops(protos):
+    """The portable step has none of the ops some runtimes lack (ONNX Runtime's CUDA provider:
+    Col2Im, MaxUnpool; OpenVINO: MaxUnpool), no com.microsoft op, and no Shape, whose consumers
+    ONNX Runtime would place on the CPU provider in a CUDA session. The unpool variant has the
+    first two, so the test tells the variants apart."""
+    portable = op_types(protos[TRAIN_GRAPH_PROTOS[train_graph.PORTABLE]])
+    unpool = op_types(protos[TRAIN_GRAPH_PROTOS[train_graph.UNPOOL]])
+    lacking = {("ai.onnx", "Col2Im"), ("ai.onnx", "MaxUnpool")}
+    assert lacking <= unpool
+    assert not portable & (lacking | {("ai.onnx", "Shape")})
+    assert {domain for domain, _ in portable} == {"ai.onnx"}
+    assert {("ai.onnx", "ConvTranspose"), ("ai.onnx", "CumSum")} <= portable
+
+
+def test_reference_runtime_runs_one_portable_step_like_eager(protos):
+    """onnx's own reference runtime (pure numpy, no ONNX Runtime) runs the portable step whole."""
+    from onnx.reference import ReferenceEvaluator
+
+    net = model.make_net(0)
+    x, target = model.make_batch(2, seed=7)
+    feeds = {"input": x.numpy(), "target": target.numpy(),
+             **{k: v.numpy() for k, v in net.state_dict().items()}}
+    loss, *updated = ReferenceEvaluator(protos[TRAIN_GRAPH_PROTOS[train_graph.PORTABLE]]).run(None, feeds)
+    runner = eager.Runner(net.state_dict())
+    assert abs(float(loss) - runner.train_step(x, target).item()) <= TOLERANCE
+    for k, value in zip(KEYS, updated, strict=True):
+        assert abs(torch.from_numpy(value) - runner.parameters()[k]).max() <= TOLERANCE, k
+    assert not torch.equal(torch.from_numpy(updated[-1]), net.state_dict()[KEYS[-1]])  # it stepped
+
+
+@pytest.mark.parametrize("train_name", TRAIN_GRAPH_PROTOS.values())
 @pytest.mark.parametrize("batch_size", [1, 256])
-def test_models_run_and_agree_at_batch(protos, batch_size):
+def test_models_run_and_agree_at_batch(protos, batch_size, train_name):
     net = model.make_net(0)
     x, target = model.make_batch(batch_size, seed=batch_size)
     out = session(protos[to_onnx.INFERENCE_FILE]).run(None, {"input": x.numpy()})[0]
@@ -85,7 +127,7 @@ def test_models_run_and_agree_at_batch(protos, batch_size):
         "target": target.numpy(),
         **{k: v.numpy() for k, v in net.state_dict().items()},
     }
-    loss, *updated = session(protos[to_onnx.TRAIN_FILE]).run(None, feeds)
+    loss, *updated = session(protos[train_name]).run(None, feeds)
     runner = eager.Runner(net.state_dict())
     expected_loss = runner.train_step(x, target)
     assert loss.shape == ()
@@ -137,11 +179,12 @@ def max_diff(a, b):
     return max(float(abs(a[k] - b[k]).max()) for k in KEYS)
 
 
-def test_ort_step_breaks_max_pool_ties_like_pytorch(protos):
+@pytest.mark.parametrize("variant", train_graph.TRAIN_GRAPHS)
+def test_ort_step_breaks_max_pool_ties_like_pytorch(protos, variant):
     """conv1 outputs 0.5 everywhere (weight 0, bias 0.5), so every pooling window of both pools
     is tied, and with a random input the tied positions see different patches: where a tie's
-    gradient goes changes conv1's weight gradient. ONNX Runtime must pick the first maximum,
-    like PyTorch; the last-maximum variant is shown to be far off, so the check can fail."""
+    gradient goes changes conv1's weight gradient. Both training graphs must pick the first
+    maximum, like PyTorch; the last-maximum variant is shown to be far off, so the check can fail."""
     state = model.make_net(0).state_dict()
     state["conv1.weight"] = torch.zeros_like(state["conv1.weight"])
     state["conv1.bias"] = torch.full_like(state["conv1.bias"], 0.5)
@@ -153,7 +196,8 @@ def test_ort_step_breaks_max_pool_ties_like_pytorch(protos):
     eager_runner = eager.Runner(state)  # the tutorial's loop: first is what PyTorch does
     eager_runner.train_step(x, target)
     assert max_diff(eager_runner.parameters(), first) <= TOLERANCE
-    ort_runner = ort_backend.Runner(state)
+    ort_runner = ort_backend.Runner(state, train_graph=variant)
+    assert ort_runner.info["train_graph"] == variant
     ort_runner.train_step(x, target)
     assert max_diff(ort_runner.parameters(), first) <= TOLERANCE
 
@@ -257,7 +301,8 @@ def test_cli_out_without_write_permission(tmp_path):
         (tmp_path / "locked").chmod(0o700)
 
 
-@pytest.mark.parametrize("args", [["--batch-size", "0"], ["--batch-size", "-3"], ["--opset", "7"]])
+@pytest.mark.parametrize("args", [["--batch-size", "0"], ["--batch-size", "-3"], ["--opset", "7"],
+                                  ["--train-graph", "col2im"]])
 def test_cli_bad_numbers(tmp_path, args):
     assert_one_line_error(run_cli("--out", tmp_path, *args))
     assert list(tmp_path.iterdir()) == []
@@ -291,15 +336,21 @@ def cached_export(monkeypatch, protos):
     monkeypatch.setattr(
         train_graph, "build_inference", lambda state_dict, opset: protos[to_onnx.INFERENCE_FILE]
     )
-    monkeypatch.setattr(train_graph, "build_train_step", lambda state_dict, opset: protos[to_onnx.TRAIN_FILE])
+    monkeypatch.setattr(train_graph, "build_train_step",
+                        lambda state_dict, opset, variant: protos[TRAIN_GRAPH_PROTOS[variant]])
 
 
-def test_main_writes_both_files_and_reports(tmp_path, cached_export, capsys):
-    assert to_onnx.main(["--out", str(tmp_path), "--batch-size", "3"]) == 0
+@pytest.mark.parametrize("variant", [None, *train_graph.TRAIN_GRAPHS])
+def test_main_writes_both_files_and_reports(tmp_path, protos, cached_export, capsys, variant):
+    """--train-graph picks the variant written (the default one without the flag); parity holds."""
+    choice = ["--train-graph", variant] if variant else []
+    assert to_onnx.main(["--out", str(tmp_path), "--batch-size", "3", *choice]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([to_onnx.INFERENCE_FILE, to_onnx.TRAIN_FILE])
     out = capsys.readouterr().out
     assert to_onnx.TRAIN_FILE in out and "ok" in out
-    onnx.checker.check_model(str(tmp_path / to_onnx.TRAIN_FILE), full_check=True)
+    written = onnx.load(str(tmp_path / to_onnx.TRAIN_FILE))
+    onnx.checker.check_model(written, full_check=True)
+    assert written == protos[TRAIN_GRAPH_PROTOS[variant or train_graph.DEFAULT_TRAIN_GRAPH]]
 
 
 def test_main_interrupted_while_writing_leaves_no_partial_file(tmp_path, cached_export, monkeypatch):

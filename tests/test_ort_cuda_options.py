@@ -60,12 +60,40 @@ def test_a_graph_the_cuda_provider_cannot_take_makes_the_backend_unavailable(mon
                            "but fallback to CPU EP has been explicitly disabled by the user.\nmore")
 
     graph = types.SimpleNamespace(SerializeToString=lambda: b"")
-    monkeypatch.setattr(ort_backend, "_models", lambda state, opset: (graph, graph, False))
+    monkeypatch.setattr(ort_backend, "_models", lambda state, opset, train_graph: (graph, graph, False))
     monkeypatch.setattr(ort_backend.ort, "InferenceSession", refuse)
     ort_backend._cuda_sessions_fail.cache_clear()
     try:
-        reason = ort_backend._cuda_sessions_fail()
+        reason = ort_backend._cuda_sessions_fail("portable")
     finally:
         ort_backend._cuda_sessions_fail.cache_clear()
     assert reason.startswith("the forward graph has nodes the CUDA provider cannot run")
     assert "CPU fallback is refused: This session contains graph nodes" in reason and "\n" not in reason
+
+
+def test_cuda_runs_the_portable_training_graph(monkeypatch):
+    """The variant each device gets: on CUDA the portable one unless asked otherwise, and asking
+    for the unpool one there (Col2Im, MaxUnpool: no CUDA kernels) is a reason to skip, given
+    before any session is tried. The session check runs on the portable graph."""
+    from export import train_graph
+
+    assert ort_backend.train_graph_for("cuda") == ort_backend.train_graph_for("cuda:1") == "portable"
+    assert ort_backend.train_graph_for("cpu") == train_graph.DEFAULT_TRAIN_GRAPH
+    assert ort_backend.train_graph_for("cuda", "unpool") == "unpool"
+    with pytest.raises(ValueError, match="unknown training graph 'col2im'; choose from: unpool, portable"):
+        ort_backend.train_graph_for("cpu", "col2im")
+
+    checked = []
+    monkeypatch.setattr(ort_backend.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort_backend, "_cuda_sessions_fail", lambda variant: checked.append(variant))
+    assert ort_backend.unavailable("cuda") is None
+    assert ort_backend.unavailable("cuda", train_graph="portable") is None
+    assert checked == ["portable", "portable"]
+    reason = ort_backend.unavailable("cuda", train_graph="unpool")
+    assert "Col2Im and MaxUnpool" in reason and "use 'portable'" in reason and checked == ["portable"] * 2
+    from bench import backends
+
+    for name, (module, options) in backends.CONFIGS.items():  # every onnxruntime configuration
+        if module == "onnxruntime":
+            assert ort_backend.train_graph_for("cuda", **options) == "portable", name

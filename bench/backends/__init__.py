@@ -35,6 +35,8 @@ CONFIGS = {
     "aotinductor": ("aotinductor", {}),  # compile's step built ahead of time into a C++ library
     "torchscript": ("torchscript", {}),
     "onnxruntime": ("onnxruntime", {}),
+    # The training graph without Col2Im and MaxUnpool (ConvTranspose, an Equal mask); on CUDA both run it.
+    "onnxruntime-portable": ("onnxruntime", {"train_graph": "portable"}),
 }
 DEFAULT_CONFIGS = list(CONFIGS)
 DEVICES = ["cpu", "cuda"]

@@ -10,12 +10,17 @@ The forward pass takes the parameters as inputs too (export.train_graph.build_fo
 compile and aotinductor: it is bound to the current buffer set, so training never forces a
 session rebuild and no backend's forward gains from constant weights.
 
+The training graph is one of export.train_graph.TRAIN_GRAPHS (option `train_graph`): by default
+train_graph.DEFAULT_TRAIN_GRAPH on CPU and "portable" on CUDA, whose provider has no kernels for
+the other variant's Col2Im and MaxUnpool (train_graph_for says which; asking for "unpool" on
+CUDA makes the backend unavailable).
+
 On CUDA: strict float32 (the CUDA provider's TF32 is off, like torch's in bench.backends), and
 no silent split between GPU and CPU: ONNX Runtime would run any node its CUDA provider lacks on
 the CPU provider with copies each step; here that fallback is refused, so a graph with such a
-node (the training step's Col2Im and MaxUnpool have no CUDA kernels) fails at session creation
-and the backend is unavailable with that reason. `info["node_providers"]` records, from ONNX
-Runtime's profiler over one call, how many nodes of each session ran on which provider.
+node fails at session creation and the backend is unavailable with that reason.
+`info["node_providers"]` records, from ONNX Runtime's profiler over one call, how many nodes of
+each session ran on which provider.
 
 Export and session creation happen once, in __init__ (their times in `export_seconds` and
 `session_seconds`); the session options are in `info`. float32 only.
@@ -49,10 +54,22 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 # Session config entry (onnxruntime_session_options_config_keys.h): "1" makes session creation
 # fail when a node would be placed on the CPU provider that was not asked for.
 DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
-_TEMPLATES = {}  # (opset, parameter shapes) -> (forward proto, train-step proto), see _models
+# ("forward" or a training-graph variant, opset, parameter shapes) -> checked ModelProto, see _models
+_TEMPLATES = {}
 
 
-def unavailable(device):
+def train_graph_for(device, train_graph=None):
+    """The training-graph variant a Runner on `device` uses: `train_graph` when given, else
+    "portable" on CUDA (the only one its provider can run whole), the CPU default elsewhere."""
+    from export import train_graph as graphs
+
+    if train_graph is not None:
+        graphs.check_train_graph(train_graph)
+        return train_graph
+    return graphs.PORTABLE if torch.device(device).type == "cuda" else graphs.DEFAULT_TRAIN_GRAPH
+
+
+def unavailable(device, train_graph=None):
     if _IMPORT_ERROR is not None:
         return f"cannot import {_IMPORT_ERROR.name or 'onnxruntime/onnx/onnxscript'}: {_IMPORT_ERROR}"
     device = torch.device(device).type
@@ -61,23 +78,29 @@ def unavailable(device):
     if PROVIDERS[device] not in ort.get_available_providers():
         return f"{PROVIDERS[device]} is not available in this onnxruntime build (install onnxruntime-gpu)"
     if device == "cuda":
-        return _cuda_sessions_fail()
+        from export import train_graph as graphs
+
+        chosen = train_graph_for(device, train_graph)
+        if chosen != graphs.PORTABLE:
+            return (f"the {chosen!r} training graph uses Col2Im and MaxUnpool, which the CUDA provider "
+                    f"does not implement; on CUDA use {graphs.PORTABLE!r}")
+        return _cuda_sessions_fail(chosen)
     return None
 
 
 @functools.cache
-def _cuda_sessions_fail():
+def _cuda_sessions_fail(train_graph):
     """Why the sessions cannot be created on the CUDA provider alone, or None (checked once)."""
     state = model.make_net(0).state_dict()
-    forward, train, _ = _models(state, _default_opset())
-    for name, proto in (("forward", forward), ("training-step", train)):
+    forward, train, _ = _models(state, _default_opset(), train_graph)
+    for name, proto in (("forward", forward), (f"{train_graph} training-step", train)):
         try:
             ort.InferenceSession(proto.SerializeToString(), session_options("cuda"),
                                  providers=providers("cuda"))
         except Exception as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            return (f"the {name} graph has nodes the CUDA provider cannot run (Col2Im and MaxUnpool have "
-                    f"no CUDA kernels) and CPU fallback is refused: {first}")
+            return (f"the {name} graph has nodes the CUDA provider cannot run and CPU fallback is "
+                    f"refused: {first}")
     return None
 
 
@@ -87,22 +110,31 @@ def _default_opset():
     return train_graph.DEFAULT_OPSET
 
 
-def _models(state_dict, opset):
-    """(forward, train-step) ModelProtos for parameters shaped like these, both taking the
-    parameters as inputs, and whether the export ran now (False: reused from earlier in this
-    process). One export serves every Runner."""
+def _template(what, state_dict, opset):
+    """The checked ModelProto `what` ("forward" or a training-graph variant) for parameters shaped
+    like these, and whether the export ran now (False: reused from earlier in this process)."""
     from export import train_graph
 
-    key = (opset, tuple((k, tuple(v.shape)) for k, v in state_dict.items()))
+    key = (what, opset, tuple((k, tuple(v.shape)) for k, v in state_dict.items()))
     exported = key not in _TEMPLATES
     if exported:
         cpu = {k: v.detach().to("cpu", torch.float32) for k, v in state_dict.items()}
-        forward = train_graph.build_forward(cpu, opset)
-        train = train_graph.build_train_step(cpu, opset)
-        for proto in (forward, train):
-            train_graph.check(proto)
-        _TEMPLATES[key] = (forward, train)
-    return (*_TEMPLATES[key], exported)
+        if what == "forward":
+            proto = train_graph.build_forward(cpu, opset)
+        else:
+            proto = train_graph.build_train_step(cpu, opset, train_graph=what)
+        train_graph.check(proto)
+        _TEMPLATES[key] = proto
+    return _TEMPLATES[key], exported
+
+
+def _models(state_dict, opset, train_graph=None):
+    """(forward, train-step) ModelProtos for parameters shaped like these, both taking the
+    parameters as inputs, and whether an export ran now (False: both reused from earlier in this
+    process). One export serves every Runner. `train_graph`: the variant, default the CPU one."""
+    forward, forward_exported = _template("forward", state_dict, opset)
+    train, train_exported = _template(train_graph_for("cpu", train_graph), state_dict, opset)
+    return forward, train, forward_exported or train_exported
 
 
 def providers(device, device_id=0):
@@ -150,20 +182,22 @@ def node_providers(proto, device, feeds):
 
 
 class Runner:
-    def __init__(self, state_dict, device="cpu", dtype=torch.float32, opset=None, profile_prefix=None):
+    def __init__(self, state_dict, device="cpu", dtype=torch.float32, opset=None, train_graph=None,
+                 profile_prefix=None):
         if dtype != torch.float32:
             raise ValueError(f"onnxruntime backend: float32 only, got {dtype}")
-        from export import train_graph
+        from export import train_graph as graphs
 
         self.device, self.dtype = torch.device(device), dtype
-        reason = unavailable(self.device)
+        self.train_graph = train_graph_for(self.device, train_graph)
+        reason = unavailable(self.device, self.train_graph)
         if reason:
             raise RuntimeError(f"onnxruntime backend unavailable on {self.device}: {reason}")
         self.keys = list(state_dict)
-        opset = opset or train_graph.DEFAULT_OPSET
+        opset = opset or graphs.DEFAULT_OPSET
 
         start = time.perf_counter()
-        forward, train, exported = _models(state_dict, opset)
+        forward, train, exported = _models(state_dict, opset, self.train_graph)
         self.export_seconds = time.perf_counter() - start
         self._ort_device = "cuda" if self.device.type == "cuda" else "cpu"
         self._device_id = (self.device.index or 0) if self.device.type == "cuda" else 0
@@ -201,6 +235,7 @@ class Runner:
             DISABLE_CPU_FALLBACK: "1" if self.device.type == "cuda" else "0",
             "node_providers": placement,
             "opset": opset,
+            "train_graph": self.train_graph,
             "export_cached": not exported,
             "io_binding": True,
             "forward_weights": "inputs",
