@@ -8,7 +8,8 @@ On a noisy or shared machine the absolute times of two runs drift together, so t
 each backend's speedup against eager in its own run (paired, with its 95% interval; see
 bench/timing.py). A backend has regressed only when the candidate's interval lies wholly below
 the baseline's (the two intervals clear each other) and its median speedup fell by more than
---threshold (default 10%); the exit status is then 1, else 0. A change past the threshold whose
+--threshold (default 10%); the exit status is then 1, else 0. A candidate with an agreement FAIL
+(its numbers disagree with float64, bench/agreement.py) also exits 1. A change past the threshold whose
 intervals overlap is printed as undecided, not judged. Runs saved before paired timing have no
 interval: their ratio of medians is compared on the threshold alone. Eager itself cannot be
 judged this way (a slower eager makes every other backend look better); its absolute medians are
@@ -133,6 +134,12 @@ def compare(base, cand, threshold):
     return regressions
 
 
+def agreement_failures(run):
+    """Every benchmark of `run` whose agreement verdict is a FAIL, as "mode device batch=N backend"."""
+    return [f"{mode} {device} batch={batch} {backend}" for (mode, device, batch, backend), row
+            in sorted(run["rows"].items()) if str(row["agreement"]).startswith("FAIL")]
+
+
 def main(argv=None):
     doc = __doc__.split("\n\n")
     parser = argparse.ArgumentParser(prog="python -m bench.compare", description=doc[0] + "\n\n" + doc[2],
@@ -153,7 +160,12 @@ def main(argv=None):
     except RunError as error:
         print(f"compare: {error}", file=sys.stderr)
         return 2
-    return 1 if compare(base, cand, args.threshold) else 0
+    regressions = compare(base, cand, args.threshold)
+    disagreeing = agreement_failures(cand)
+    if disagreeing:
+        print(f"agreement FAIL in the candidate (its numbers disagree with float64; do not trust its "
+              f"speedups): {', '.join(disagreeing)}")
+    return 1 if regressions or disagreeing else 0
 
 
 if __name__ == "__main__":

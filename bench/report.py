@@ -105,6 +105,7 @@ def read_run(path):
                 first_call_cache=info.get("first_call_cache"),
                 agreement=info.get("agreement"), max_error=info.get("agreement_max_abs_error"),
                 worst_rmse_ratio=info.get("agreement_worst_rmse_ratio"),
+                worst_max_ratio=info.get("agreement_worst_max_ratio"),
                 paired=paired_of(info), noisy=noise.is_noisy(info),
                 others_cpu=info.get("noise_others_cpu"), steal=info.get("noise_steal"),
                 peak_bytes=info.get("memory_peak_bytes"), held_bytes=info.get("held_bytes"),
@@ -236,7 +237,9 @@ def agreement_text(row):
         return "not checked"
     text = str(row["agreement"])
     if isinstance(row.get("worst_rmse_ratio"), (int, float)):
-        text += f" (RMSE {float(row['worst_rmse_ratio']):.2g}x eager's)"
+        largest = row.get("worst_max_ratio")
+        largest = f", largest element {float(largest):.2g}x" if isinstance(largest, (int, float)) else ""
+        text += f" (RMSE {float(row['worst_rmse_ratio']):.2g}x{largest} eager's)"
     elif row["max_error"] is not None:
         text += f" (max abs err {float(row['max_error']):.1e})"
     return text
@@ -353,7 +356,8 @@ def render_markdown(run, charts):
         "(compilation, first allocation) are never part of the timed rounds; beside the first call, "
         "whether the compile caches were cold or warm (results/compile_time.md has both). The "
         "agreement column is the check on the very runner timed, at its batch size, against float64 "
-        "eager: its verdict and its worst RMSE against float64 as a multiple of eager float32's. "
+        "eager: its verdict, its worst RMSE and its worst largest element error against float64, each as "
+        "a multiple of eager float32's. "
         "\"FAIL\" beside a speedup means the backend's numbers disagree with the float64 reference: "
         "do not trust that speedup.",
         "",

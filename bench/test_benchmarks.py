@@ -83,6 +83,13 @@ def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, devic
         benchmark.extra_info.update(memory.peak_over_call(call, device))
         result = call()
     assert torch.isfinite(result).all(), f"{backend} produced non-finite values"
+    verdict = cell.agreement["agreement"]
+    if verdict.startswith("FAIL"):  # after the timings: they are saved, with the verdict in extra_info
+        ratios = [cell.agreement.get(f"agreement_worst_{k}_ratio") for k in ("rmse", "max")]
+        rmse, largest = (f"{r:.3g}" if isinstance(r, float) else "-" for r in ratios)
+        pytest.fail(f"{backend} on {device} at batch {batch_size}: agreement with float64 {verdict} (worst "
+                    f"RMSE ratio {rmse}, worst largest element error ratio {largest}); timings saved, marked",
+                    pytrace=False)
 
 
 @mode("train")

@@ -46,10 +46,10 @@ def test_backend_agrees_with_float64(backend, all_results):
     assert result.passed, f"{backend}: {result.error or failing}"
     assert agreement.status(result) == "pass"
     assert result.max_abs_error is not None and result.max_abs_error < 1e-6
-    for step in (1, STEPS):  # everything was compared, at both steps
+    hidden = any(q.startswith("implied grad ") for q in quantities(result, 1))  # aotinductor, onnxruntime
+    for step in (1, STEPS):  # everything was compared, at both steps, gradients too
         expected = {"loss", "output", *(f"param {p}" for p in PARAMS)}
-        exposed = "gradients" not in quantities(result, step)  # onnxruntime: one "not exposed" row
-        expected |= {f"grad {p}" for p in PARAMS} if exposed else {"gradients"}
+        expected |= {f"implied grad {p}" if hidden else f"grad {p}" for p in PARAMS}
         assert quantities(result, step) == expected
 
 
@@ -228,6 +228,8 @@ def test_worst_rmse_ratio_tells_backends_apart(all_results, wrong_results):
     assert eager_result.worst_rmse_ratio <= 1.0  # eager float32 is itself the in-order yardstick
     for name, result in all_results.items():
         assert result.worst_rmse_ratio < agreement.K, name
+        assert result.worst_max_ratio < agreement.K_MAX, name
+    assert eager_result.worst_max_ratio <= 1.0
     assert all(r.worst_rmse_ratio > 100 for r in wrong_results.values())
 
 
@@ -246,6 +248,151 @@ def test_rows_report_errors_and_ratios(wrong_results):
     assert not row.passed and row.note == "too far from float64"
     assert 1e-5 < row.max_abs < 1e-3 and row.max_rel > 0 and row.rmse_ratio > 100
     assert wrong_results["lr off by 1%"].max_abs_error >= row.max_abs
+
+
+# (c2) faults local to a few elements: an RMSE over a tensor dilutes them, its largest element does not --
+
+class ParameterElementDrifts(eager.Runner):
+    """The last element of fc1.weight's first row drifts by +1e-7 after every step (a tail-of-vector bug)."""
+
+    def train_step(self, x, target):
+        loss = super().train_step(x, target)
+        with torch.no_grad():
+            self.net.fc1.weight[0, -1] += 1e-7
+        return loss
+
+
+class GradientElementOff(eager.Runner):
+    """One element of fc1.weight's gradient is 4e-7 off (about 1e-3 of its size) before the update."""
+
+    def train_step(self, x, target):
+        self.optimizer.zero_grad()
+        loss = model.loss_fn(self.net(x), target)
+        loss.backward()
+        self.net.fc1.weight.grad[0, -1] += 4e-7
+        self.optimizer.step()
+        return loss.detach()
+
+
+def wrong_row_of_conv1(row):
+    """A forward hook: conv1's output row `row` (every channel and sample) 1e-4 too large (a border bug)."""
+
+    def hook(module, args, output):
+        output = output.clone()
+        output[..., row, :] *= 1 + 1e-4
+        return output
+    return hook
+
+
+class ConvBorderRowWrong(eager.Runner):
+    """conv1's first output row wrong, in training and inference. (Its last two rows and columns never
+    reach the loss: max_pool2d's floor drops conv2's last row, so a fault there changes nothing.)"""
+
+    row = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.net.conv1.register_forward_hook(wrong_row_of_conv1(self.row))
+
+
+class ConvUnusedRowWrong(ConvBorderRowWrong):
+    row = -1
+
+
+class HiddenGradients(eager.Runner):
+    """Eager that does not expose its gradients, like aotinductor and onnxruntime."""
+
+    def gradients(self):
+        return None
+
+
+class HiddenGradientScaled(GradientScaled):
+    """fc1.weight's gradient x1.0005 inside the update, and the gradients not exposed."""
+
+    def gradients(self):
+        return None
+
+
+LOCAL = {"fc1.weight[0, -1] drifts": ParameterElementDrifts, "one gradient element off": GradientElementOff,
+         "conv1's first row wrong": ConvBorderRowWrong}
+
+
+@pytest.fixture(scope="module")
+def local_results():
+    extra = {**LOCAL, "eager again": agreement.backend_factory("eager"),
+             "unused row wrong": ConvUnusedRowWrong, "hidden gradients": HiddenGradients,
+             "hidden gradient x1.0005": HiddenGradientScaled}
+    return {r.backend: r for r in agreement.check([], "cpu", steps=STEPS, batch_size=BATCH, extra=extra)}
+
+
+@pytest.mark.parametrize("name", list(LOCAL))
+def test_local_fault_is_caught_by_its_largest_element(name, local_results):
+    result = local_results[name]
+    assert not result.passed and agreement.status(result) == "FAIL"
+    assert result.worst_max_ratio > agreement.K_MAX
+    failing = {row.quantity for row in result.rows if not row.passed}
+    if name == "fc1.weight[0, -1] drifts":  # the RMSE over 69,120 elements alone passes it
+        assert failing == {"param fc1.weight"}
+        assert result.worst_rmse_ratio < agreement.K / 1.5
+        assert all(row.note == "an element too far from float64" for row in result.rows if not row.passed)
+    if name == "one gradient element off":
+        assert "grad fc1.weight" in failing
+
+
+def test_eager_against_itself_passes_both_criteria(local_results):
+    result = local_results["eager again"]
+    assert result.passed and agreement.status(result) == "pass"
+    assert result.worst_rmse_ratio <= 1.0 and result.worst_max_ratio <= 1.0  # it is the in-order yardstick
+
+
+def test_a_fault_that_cannot_reach_the_loss_passes(local_results):
+    """The same function: conv1's last row is wrong but never read. The check judges results, not code."""
+    assert local_results["unused row wrong"].passed
+
+
+def test_hidden_gradients_are_judged_by_the_update(local_results):
+    right, wrong = local_results["hidden gradients"], local_results["hidden gradient x1.0005"]
+    assert right.passed and {f"implied grad {p}" for p in PARAMS} <= quantities(right, STEPS)
+    assert not any(q.startswith("grad ") for q in quantities(right, STEPS))
+    assert not wrong.passed
+    assert {"implied grad fc1.weight", "param fc1.weight"} <= {r.quantity for r in wrong.rows if not r.passed}
+
+
+def test_implied_gradient_yardstick_carries_the_same_cancellation(local_results):
+    """(p_before - p_after) / lr loses ~ulp(p) / lr: eager's implied gradient is far further from float64's
+    gradient than eager's own gradient is, and the yardstick of an implied gradient is that far too."""
+    rows = {(r.quantity, r.step): r for r in local_results["hidden gradients"].rows}
+    exposed = {(r.quantity, r.step): r for r in local_results["eager again"].rows}
+    implied, direct = rows[("implied grad fc1.weight", 1)], exposed[("grad fc1.weight", 1)]
+    assert implied.yardstick_max > 10 * direct.yardstick_max
+    assert implied.max_ratio <= 1.0
+
+
+def test_the_second_yardstick_differs_at_batch_1():
+    """The hidden units reversed sum the same products in another order, even with no batch to reverse."""
+    state = model.make_net(0).state_dict()
+    assert all(torch.equal(agreement.reverse_hidden_units(agreement.reverse_hidden_units(state))[k], v)
+               for k, v in state.items())
+    in_order = backends.create("eager", state)
+    reordered = agreement.ReorderedEager(state, "cpu", torch.float32)
+    x, target = model.make_batch(1, seed=1)
+    torch.testing.assert_close(reordered.forward(x), in_order.forward(x))  # the same function
+    in_order.train_step(x, target), reordered.train_step(x, target)
+    a, b = in_order.gradients(), reordered.gradients()
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # rounded differently
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-6)
+
+
+def test_row_passes_only_within_both_criteria():
+    ref = torch.ones(1000, dtype=torch.float64)
+    base = ref + torch.linspace(-1e-7, 1e-7, 1000, dtype=torch.float64)
+    one_off = ref.clone()
+    one_off[-1] += 1e-5  # RMSE 3.2e-7, under 6 float32 ulps (Y = M = 1.2e-7); one element 83 ulps off
+    row = agreement.compare("x", 1, one_off, ref, base)
+    assert row.rmse_ratio < agreement.K and row.max_ratio > agreement.K_MAX
+    assert not row.passed and row.note == "an element too far from float64"
+    assert agreement.compare("x", 1, base.clone(), ref, base).passed
 
 
 # (d) NaN or inf: reported as non-finite, never a pass -------------------------------------------
@@ -305,7 +452,8 @@ def test_nan_never_matches_nan():
 
 def test_command_writes_json_and_markdown(tmp_path, capsys):
     code = agreement.main(["--backends", "eager", "--devices", "cpu,cuda", "--steps", "3",
-                           "--batch-size", str(BATCH), "--out", str(tmp_path)])
+                           "--batch-size", str(BATCH), "--margin-batch-sizes", f"1,{BATCH}",
+                           "--margin-threads", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
     assert "param conv1.weight" in out and "bit-identical" in out
@@ -316,8 +464,12 @@ def test_command_writes_json_and_markdown(tmp_path, capsys):
     assert result["backend"] == "eager" and result["status"] == "pass"
     assert {(r["quantity"], r["step"]) for r in result["rows"]} >= {("loss", 1), ("loss", 3), ("output", 3)}
     assert data["eager_repeat"]["cpu"]["bit_identical"] is True
+    margins = [(m["batch_size"], m["threads"], m["status"]) for m in data["margins"]]
+    assert margins == [(1, 1, "pass"), (BATCH, 1, "pass")]
     md = (tmp_path / "agreement.md").read_text()
     assert "| eager | cpu | param fc3.bias | 3 |" in md
+    assert "| eager | cpu | 1 | 1 |" in md and f"| eager | cpu | {BATCH} | 1 |" in md  # the margins table
+    assert "worst largest element error ratio over every backend and run:" in md
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp files left
 
 
@@ -326,7 +478,8 @@ def test_command_exits_nonzero_on_disagreement(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(agreement, "backend_factory",
                         lambda name: LearningRateOff if name == "torchscript" else real(name))
     code = agreement.main(["--backends", "torchscript", "--devices", "cpu", "--steps", "5",
-                           "--batch-size", str(BATCH), "--out", str(tmp_path)])
+                           "--batch-size", str(BATCH), "--margin-batch-sizes", str(BATCH),
+                           "--margin-threads", "1", "--out", str(tmp_path)])
     assert "torchscript on cpu: FAIL" in capsys.readouterr().out
     assert code == 1
     assert json.loads((tmp_path / "agreement.json").read_text())["results"][0]["status"] == "FAIL"
@@ -364,6 +517,7 @@ def test_drift_records_every_step(tmp_path, capsys):
         assert len(errs) == 30 and all(0 < e < 1e-6 for e in errs)
     assert run["errors"]["eager"] == run["errors"]["torchscript"]  # the same kernels here
     assert run["criterion"] == {"eager": "pass", "torchscript": "pass"}  # judged after the last step
+    assert run["margins"]["torchscript"]["worst_max_ratio"] < agreement.K_MAX
     png = (tmp_path / "drift.png").read_bytes()
     assert png.startswith(b"\x89PNG") and len(png) > 5000
 

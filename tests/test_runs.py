@@ -168,6 +168,37 @@ def test_benchmark_reports_non_finite_results(monkeypatch, bad):
                                       "train", "eager", 2, "cpu")
 
 
+def test_benchmark_of_a_disagreeing_runner_fails_after_its_timings(monkeypatch):
+    """The session checks the very runner it times; a FAIL fails the benchmark once its timings are taken."""
+    import model
+    from bench import test_benchmarks
+    from bench.backends import eager
+    from bench.conftest import RunnerCache
+
+    class LearningRateOff(eager.Runner):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.optimizer.param_groups[0]["lr"] = model.LEARNING_RATE * 1.01
+
+    real = backends.create  # "torchscript" made wrong; the float64 reference and the yardsticks not
+    monkeypatch.setattr(backends, "create", lambda name, *args, **kwargs: (
+        LearningRateOff(*args, **kwargs) if name == "torchscript" else real(name, *args, **kwargs)))
+
+    class CountingBenchmark(FakeBenchmark):
+        calls = 0
+
+        def __call__(self, function):
+            self.calls += 1
+            return function()
+
+    benchmark = CountingBenchmark()
+    cache = RunnerCache(check_agreement=True, selected=["torchscript"], say=lambda text: None)
+    failed = "torchscript on cpu at batch 2: agreement with float64 FAIL"
+    with pytest.raises(pytest.fail.Exception, match=failed):
+        test_benchmarks.run_benchmark(benchmark, cache, "train", "torchscript", 2, "cpu")
+    assert benchmark.calls == 1 and benchmark.extra_info["agreement"] == "FAIL"  # timed, then marked
+
+
 def test_timed_training_step_updates_the_parameters_every_round(backend):
     from bench import test_benchmarks
     from bench.conftest import RunnerCache
