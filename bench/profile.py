@@ -50,7 +50,7 @@ DEFAULT_STEPS = 20
 WARMUP_STEPS = 5  # TorchScript's profiling executor specialises on its first runs
 TIMING_ROUNDS = (3, 2)  # unprofiled timing rounds before and after the profiled steps
 TOP_OPS = 8
-TORCH_BACKENDS = {"eager", "compile", "torchscript"}  # module names profiled with torch.profiler
+TORCH_BACKENDS = {"eager", "compile", "compile_loop", "torchscript"}  # modules profiled with torch.profiler
 
 # Ranges that wrap ops rather than being ops: their self time is overhead outside any kernel.
 KERNEL_NAME = re.compile(r"^(aten::|prim::|aoti_torch_)|cpp_fused|^graph_\d+_|^triton_")
@@ -77,9 +77,15 @@ OUTSIDE_KERNELS = {
     "eager": "Python, dispatch, the autograd engine and the optimizer's Python loop",
     "torchscript": "the TorchScript interpreter, dispatch, the autograd engine and the optimizer's "
                    "Python loop",
-    "compile": "Dynamo's guards, the Python call into the graph, its C++ wrapper and allocation",
-    "compile-aten": "Dynamo's guards, the graph's Python wrapper, dispatch and allocation",
-    "compile-cudagraphs": "Dynamo's guards, the Python call, the CUDA graph launch",
+    "compile-net": "Python, the loss and SGD eager, the autograd engine running the compiled backward, "
+                   "Dynamo's guards and the graphs' Python wrappers",
+    "compile-net-opt": "Python, the loss eager, the autograd engine, Dynamo's guards at each compiled region "
+                       "and the graphs' Python wrappers",
+    "compile-iter": "Dynamo's guards at each compiled region and resume function, compiled autograd's "
+                    "capture of the autograd graph, the graphs' Python wrappers",
+    "compile-step": "Dynamo's guards, the graph's Python wrapper, dispatch and allocation",
+    "compile-step-im2col": "Dynamo's guards, the Python call into the graph, its C++ wrapper and allocation",
+    "compile-step-cudagraphs": "Dynamo's guards, the Python call, the CUDA graph launch",
     "aotinductor": "AOTInductor's C++ wrapper (argument handling, allocation of intermediates, the OpenMP "
                    "thread pool) and the runner's one call into it",
     "onnxruntime": "ONNX Runtime's session run: input and output binding, its executor and allocator",
@@ -184,7 +190,7 @@ def profile_backend(name, batch_sizes, steps, folder):
     results = []
     # Inductor's per-kernel profiling ranges cost time of their own (at batch 1, aotinductor's
     # instrumented build was 2.5x slower), so the build the benchmarks time is timed first, apart.
-    kernel_profile = module_name in ("compile", "aotinductor")
+    kernel_profile = module_name in ("compile", "compile_loop", "aotinductor")
     benchmarked_wall = {}
     if kernel_profile:
         import torch._inductor.config as inductor_config
@@ -300,8 +306,8 @@ def render(results, skipped, settings):
         "benchmarks time, without profiler or instrumentation). Coverage = the sum of all op self times "
         "per step / that wall time; what it leaves is time outside every kernel, labelled per backend by "
         "what its architecture has there (aotinductor and onnxruntime have no Python in their step). "
-        "The op self times come from the instrumented, profiled build: Inductor backends (compile, "
-        "compile-aten, aotinductor) are built apart with `cpp.enable_kernel_profile`, one range per "
+        "The op self times come from the instrumented, profiled build: Inductor backends (the compile-* "
+        "configurations, aotinductor) are built apart with `cpp.enable_kernel_profile`, one range per "
         "generated kernel, and ONNX Runtime's profiler records memory and thread statistics per node. "
         "Instrumentation slows the kernels too, so at batch 1 coverage leans high, and where the kernels "
         "alone exceed the benchmarked wall time no remainder is given.",

@@ -19,6 +19,7 @@ import os
 import sys
 from datetime import datetime
 
+from bench import backends as configs
 from bench import harness, noise
 from bench.harness import write_atomic
 
@@ -100,7 +101,7 @@ def read_run(path):
                     sgemm[row["device"]] = tuple(gflops)
                 continue
             row.update(
-                backend=str(info["backend"]), batch=int(info["batch_size"]),
+                backend=configs.current_name(str(info["backend"])), batch=int(info["batch_size"]),
                 setup=info.get("setup_seconds"), first_call=info.get("first_call_seconds"),
                 first_call_cache=info.get("first_call_cache"),
                 agreement=info.get("agreement"), max_error=info.get("agreement_max_abs_error"),
@@ -464,7 +465,7 @@ def targets_section(run):
                           f"{best[3]} {num(100 * share)}% [{num(100 * low)}, {num(100 * high)}] of "
                           f"{run['sgemm'][device][0]:.0f} GFLOP/s (quartiles)", verdict(low, high, 0.5)])
 
-        compiled = sorted({key[3] for key in intervals if key[3].startswith("compile")})
+        compiled = sorted({key[3] for key in intervals if configs.is_torch_compile(key[3])})
         checks = [(name, f"torch.compile ({name}) not slower than eager at any batch") for name in compiled]
         if any(key[3] == "aotinductor" for key in intervals):  # Inductor too, compiled ahead of time
             checks.append(("aotinductor",
