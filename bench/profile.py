@@ -85,7 +85,7 @@ OUTSIDE_KERNELS = {
                     "capture of the autograd graph, the graphs' Python wrappers",
     "compile-step": "Dynamo's guards, the graph's Python wrapper, dispatch and allocation",
     "compile-step-im2col": "Dynamo's guards, the Python call into the graph, its C++ wrapper and allocation",
-    "compile-step-cudagraphs": "Dynamo's guards, the Python call, the CUDA graph launch",
+    "compile-step-im2col-cudagraphs": "Dynamo's guards, the Python call, the CUDA graph launch",
     "aotinductor": "AOTInductor's C++ wrapper (argument handling, allocation of intermediates, the OpenMP "
                    "thread pool) and the runner's one call into it",
     "onnxruntime": "ONNX Runtime's session run: input and output binding, its executor and allocator",

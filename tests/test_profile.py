@@ -215,13 +215,15 @@ def test_compile_time_reports_a_failing_process(tmp_path):
 @pytest.mark.parametrize("module, argv, message", [
     (profile, ["--backends", "nope"], "unknown backend 'nope'"),
     (profile, ["--backends", ""], "--backends: empty"),
-    (profile, ["--backends", "compile-step-cudagraphs"], "compile-step-cudagraphs cannot run on cpu"),
+    (profile, ["--backends", "compile-step-im2col-cudagraphs"],
+     "compile-step-im2col-cudagraphs cannot run on cpu"),
     (profile, ["--batch-sizes", "1,0"], "expected a positive integer, got '0'"),
     (profile, ["--steps", "x"], "expected a positive integer, got 'x'"),
     (profile, ["--bogus"], "unrecognized arguments: --bogus"),
     (compile_time, ["--backends", "compile-step,nope"], "unknown backend 'nope'"),
     (compile_time, ["--batch-size", "-1"], "expected a positive integer, got '-1'"),
-    (compile_time, ["--backends", "compile-step-cudagraphs"], "compile-step-cudagraphs cannot run on cpu"),
+    (compile_time, ["--backends", "compile-step-im2col-cudagraphs"],
+     "compile-step-im2col-cudagraphs cannot run on cpu"),
 ])
 def test_bad_arguments_one_line(module, argv, message, capsys, tmp_path):
     assert module.main([*argv, "--out", str(tmp_path / "out")]) == 2

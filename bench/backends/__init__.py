@@ -39,7 +39,7 @@ CONFIGS = {
     # on CUDA it would time Triton kernels on a noisy machine and make the speed hang on those picks.
     "compile-step": ("compile", {"im2col": False, "cpp_wrapper": False}),
     "compile-step-im2col": ("compile", {}),
-    "compile-step-cudagraphs": ("compile", {"mode": "reduce-overhead"}),  # CUDA graphs; CUDA only
+    "compile-step-im2col-cudagraphs": ("compile", {"mode": "reduce-overhead"}),  # CUDA graphs; CUDA only
     "aotinductor": ("aotinductor", {}),  # compile-step-im2col's step built ahead of time into a C++ library
     "torchscript": ("torchscript", {}),
     "onnxruntime": ("onnxruntime", {}),
@@ -48,7 +48,7 @@ CONFIGS = {
 TORCH_COMPILE_MODULES = {"compile", "compile_loop"}
 # Names saved runs in results/ still carry, and the configuration each is now called.
 RENAMED = {"compile": "compile-step-im2col", "compile-aten": "compile-step",
-           "compile-cudagraphs": "compile-step-cudagraphs"}
+           "compile-cudagraphs": "compile-step-im2col-cudagraphs"}
 DEFAULT_CONFIGS = list(CONFIGS)
 DEVICES = ["cpu", "cuda"]
 

@@ -1,0 +1,70 @@
+"""torch.compile as users write it for training (bench/backends/compile_loop.py): what Dynamo makes of
+each loop, and that each trains like the tutorial's eager loop. Agreement with float64 is checked for
+every configuration in test_agreement.py."""
+
+import pytest
+import torch
+
+import model
+from bench import backends
+
+LOOPS = ["compile-net", "compile-net-opt", "compile-iter"]
+BATCH = 4
+STEPS = 3
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """Each loop and eager after STEPS steps on the same batches, from the same parameters."""
+    reason = backends.unavailable("compile-net", "cpu")
+    if reason:
+        pytest.skip(reason)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny steps on a shared 2-core machine
+    try:
+        state = model.make_net(0).state_dict()
+        pool = model.make_batch_pool(BATCH, samples=STEPS * BATCH)
+        runners = {name: backends.create(name, state) for name in ["eager", *LOOPS]}
+        losses = {name: [runner.train_step(x, target) for x, target in pool]
+                  for name, runner in runners.items()}
+        yield runners, losses
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("name", LOOPS)
+def test_loop_trains_like_eager(trained, name):
+    runners, losses = trained
+    torch.testing.assert_close(losses[name], losses["eager"])
+    torch.testing.assert_close(runners[name].parameters(), runners["eager"].parameters())
+    torch.testing.assert_close(runners[name].gradients(), runners["eager"].gradients())
+    x = model.make_batch(BATCH, seed=1)[0]
+    torch.testing.assert_close(runners[name].forward(x), runners["eager"].forward(x))
+
+
+def test_compiled_net_leaves_loss_backward_and_step_to_eager(trained):
+    info = trained[0]["compile-net"].info
+    # one compiled region (the Net), whose forward and AOTAutograd backward are two Inductor graphs
+    assert info["compiled_regions"] == 1 and info["inductor_graphs"] == 2, info
+    assert info["compiled_autograd_regions"] == 0 and info["graph_breaks"] == 0, info
+
+
+def test_compiled_optimizer_step_is_a_graph_of_its_own(trained):
+    net, with_step = trained[0]["compile-net"].info, trained[0]["compile-net-opt"].info
+    assert with_step["inductor_graphs"] == net["inductor_graphs"] + 1, with_step
+    assert with_step["graph_breaks"] >= 1, with_step  # torch.optim's own breaks around every step
+
+
+def test_whole_iteration_captures_the_backward_with_compiled_autograd(trained):
+    info = trained[0]["compile-iter"].info
+    assert info["compiled_autograd_regions"] == 1, info  # loss.backward() ran as a compiled graph
+    assert "backward" in info["graph_break_reasons"] and info["graph_breaks"] >= 1, info
+    # forward + loss, the compiled-autograd backward and the SGD update: one Inductor graph each
+    assert info["inductor_graphs"] == 3, info
+
+
+def test_first_steps_record_their_graphs_once(trained):
+    runner = trained[0]["compile-iter"]
+    before = dict(runner.info)
+    runner.train_step(*model.make_batch(BATCH, seed=2))
+    assert runner.info == before  # later steps run without the profiler and change nothing
