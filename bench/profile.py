@@ -43,7 +43,7 @@ import torch
 import model
 from bench import backends, harness
 from bench.harness import Parser, UsageError, backend_list, positive, positive_list, write_atomic
-from bench.report import markdown_table
+from bench.report import BASELINE, markdown_table
 
 DEFAULT_BATCH_SIZES = [1, 256]
 DEFAULT_STEPS = 20
@@ -71,6 +71,23 @@ CATEGORIES = [
     ("reductions", re.compile(r"::(sum|mean|amax|max)$|^Reduce", re.I)),
 ]
 OTHER = "elementwise and other ops"
+
+# Kernel groups for the comparison with eager, first match wins. An Inductor kernel's name lists the
+# aten ops fused into it; one that holds a pool (forward or backward) counts as pooling, whatever
+# elementwise work (ReLU, its mask, a bias-gradient sum) is fused with it. A convolution lowered to
+# im2col (compile-step-im2col, aotinductor) runs its arithmetic as matmul and its slicing as
+# elementwise kernels: the groups say which kernels run, not which layer of the Net they serve.
+KERNEL_GROUPS = [
+    ("pooling", re.compile(r"max_?pool|amax|MaxUnpool", re.I)),
+    ("convolution", re.compile(r"conv|Col2Im|Im2Col", re.I)),
+    ("matmul", re.compile(r"(^|::|_)(addmm|mm|bmm|matmul)(_out)?$|Gemm|MatMul", re.I)),
+]
+ELEMENTWISE = "elementwise and other kernels"
+GROUP_NAMES = [name for name, _ in KERNEL_GROUPS] + [ELEMENTWISE]
+
+
+def kernel_group(op):
+    return next((name for name, pattern in KERNEL_GROUPS if pattern.search(op)), ELEMENTWISE)
 
 # What a backend's step does outside its kernels, by configuration: what its architecture allows.
 OUTSIDE_KERNELS = {
@@ -247,13 +264,16 @@ def summarise(name, batch, steps, wall, profiled_wall, ops, overhead, warmup, to
     for op, (_, seconds) in per_step.items():
         label = next((label for label, pattern in CATEGORIES if pattern.search(op)), OTHER)
         categories[label] += seconds
+    groups = dict.fromkeys(GROUP_NAMES, 0.0)
+    for op, (_, seconds) in per_step.items():
+        groups[kernel_group(op)] += seconds
     overhead_top = sorted(((op, seconds / steps) for op, (_, seconds) in overhead.items()),
                           key=lambda item: -item[1])[:3]
     return {
         "backend": name, "batch": batch, "steps": steps, "wall": wall, "profiled_wall": profiled_wall,
         "benchmarked_wall": benchmarked_wall, "kernel": kernel, "coverage": kernel / benchmarked_wall,
         "outside_kernels": outside_kernels(name), "top": top, "categories": categories.most_common(),
-        "overhead_top": overhead_top, "warmup": warmup, "tool": tool,
+        "overhead_top": overhead_top, "warmup": warmup, "tool": tool, "groups": groups,
     }
 
 
@@ -289,6 +309,69 @@ def where_line(result):
         line += (f" Instrumented and profiled, this step takes {slowdown:.1f}x as long: read the shares as "
                  f"upper bounds.")
     return line
+
+
+def signed_us(seconds):
+    return ("+" if seconds >= 0 else "-") + us(abs(seconds))
+
+
+def outside_time(result):
+    """Time per step outside every kernel, or None where the instrumented kernels alone exceed the
+    benchmarked step (then it cannot be read from the profile)."""
+    rest = result["benchmarked_wall"] - result["kernel"]
+    return rest if rest >= 0 else None
+
+
+def group_comparison(results):
+    """Per batch size: every backend's kernel groups and time outside kernels, us per step, beside
+    eager's from the same profile run, and where each loses most against it."""
+    eager = {r["batch"]: r for r in results if r["backend"] == BASELINE}
+    lines = []
+    for batch in sorted(eager):
+        base = eager[batch]
+        base_outside = outside_time(base)
+        rows, losses = [], []
+        for r in (r for r in results if r["batch"] == batch):
+            ratio = base["benchmarked_wall"] / r["benchmarked_wall"]
+            cells = [r["backend"], us(r["benchmarked_wall"]), f"{ratio:.2f}x"]
+            deltas = {}
+            for group in GROUP_NAMES:
+                mine, theirs = r["groups"][group], base["groups"][group]
+                deltas[group] = mine - theirs
+                cells.append(us(mine) if r is base else f"{us(mine)} ({signed_us(mine - theirs)})")
+            outside = outside_time(r)
+            if outside is None:
+                cells.append("- (kernels exceed the step)")
+            elif r is base or base_outside is None:
+                cells.append(us(outside))
+            else:
+                deltas["outside kernels"] = outside - base_outside
+                cells.append(f"{us(outside)} ({signed_us(outside - base_outside)})")
+            rows.append(cells)
+            lost = sorted(((d, g) for g, d in deltas.items() if d > 0), reverse=True)
+            if r is not base and lost:
+                losses.append(f"- {r['backend']}: " + ", ".join(f"{g} {signed_us(d)}" for d, g in lost[:3])
+                              + " us/step")
+        lines += [f"### Batch {batch}", "",
+                  markdown_table(["backend", "benchmarked us/step", "eager's time / this", *GROUP_NAMES,
+                                  "outside kernels"], rows), ""]
+        if losses:
+            lines += ["Where each spends more than eager (the largest differences, us per step):", "",
+                      *losses, ""]
+    if not lines:
+        return []
+    return ["## Kernel groups against eager", "",
+            "Microseconds per step of the benchmarked build in each kernel group (op self times from the "
+            "profiled build, as above), the difference from eager's in the same run in brackets; outside "
+            "kernels = the benchmarked wall time less every kernel's self time. Groups by op name: "
+            "pooling = any kernel with a max-pool (forward or backward, with whatever Inductor fused into "
+            "it), convolution = aten's or ONNX Runtime's convolution kernels (forward, backward, Col2Im), "
+            "matmul = mm/addmm/bmm/Gemm/MatMul (the linear layers, and the convolutions lowered to im2col), "
+            "everything else elementwise and other. The step ratio is eager's step over this one, one run "
+            "after the other (not paired): the benchmarks' paired speedups are the measure of speed; this "
+            "says where the time goes. Inductor's per-kernel ranges inflate its kernels' times (by the "
+            "instrumentation slowdown in the summary at most), so at batch 1 they lean high.", "",
+            *lines]
 
 
 def render(results, skipped, settings):
@@ -329,6 +412,7 @@ def render(results, skipped, settings):
                               "instrumentation slowdown", "op self us/step (instrumented)",
                               "coverage (of benchmarked wall)", "outside kernels (of benchmarked wall)",
                               "top op (share of benchmarked wall)"], summary), ""]
+    lines += group_comparison(results)
     for r in results:
         bench = r["benchmarked_wall"]
         rows = [[f"`{op_label(op)}`", f"{calls:g}", us(seconds), pct(seconds / bench)]

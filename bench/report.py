@@ -499,6 +499,11 @@ def targets_section(run):
 # -----------------------------------------------------------------------------
 # output
 
+def markdown_section(text, title):
+    """The body of the level-2 section `## title` of a markdown text ("" when it has none)."""
+    return text.partition(f"## {title}\n")[2].partition("\n## ")[0].strip()
+
+
 def draw_chart(run, mode, device, path):
     import matplotlib
     matplotlib.use("Agg")
@@ -606,12 +611,16 @@ def write_report(run, out):
     profile = os.path.join(out, "PROFILE.md")
     if os.path.exists(profile):  # the profile's own summary table: where each backend's time goes
         with open(profile, encoding="utf-8") as f:
-            summary = f.read().partition("## Summary\n")[2].partition("\n## ")[0].strip()
+            text_of_profile = f.read()
+        summary = markdown_section(text_of_profile, "Summary")
         if summary:
             text += ("\n## Where the time goes (from PROFILE.md, its own run)\n\n" + summary + "\n\n"
                      "Coverage below 100% is time outside every kernel: for eager, TorchScript and "
                      "torch.compile Python, dispatch, autograd and Dynamo's guards; for aotinductor and "
                      "ONNX Runtime their own C++ runtime (no Python runs in their step).\n")
+        groups = markdown_section(text_of_profile, "Kernel groups against eager")
+        if groups:  # its comparison with eager by kernel group, at each batch size profiled
+            text += "\n## Kernel groups against eager (from PROFILE.md, its own run)\n\n" + groups + "\n"
     for name, title in INLINED:  # summaries other commands wrote beside the report
         summary = os.path.join(out, name)
         if os.path.exists(summary):
