@@ -40,7 +40,11 @@ class Rounds:
 
 
 def step_of(name, batch_size):
-    runner = backends.create(name, model.make_net().state_dict())
+    return warm_step(backends.create(name, model.make_net().state_dict()), batch_size)
+
+
+def warm_step(runner, batch_size):
+    """A call of one training step of `runner` on the pool's next batch, after five warm-up steps."""
     batches = itertools.cycle(model.make_batch_pool(batch_size))
     call = lambda: runner.train_step(*next(batches))  # noqa: E731
     for _ in range(5):

@@ -68,3 +68,26 @@ def test_first_steps_record_their_graphs_once(trained):
     before = dict(runner.info)
     runner.train_step(*model.make_batch(BATCH, seed=2))
     assert runner.info == before  # later steps run without the profiler and change nothing
+
+
+def test_compile_study_bad_variant_is_one_line(capsys, tmp_path):
+    from bench import compile_study
+
+    assert compile_study.main(["--variants", "compile-net,nope", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown variant 'nope'" in err
+    assert compile_study.main(["--batch-sizes", "0", "--out", str(tmp_path)]) == 2
+    assert not list(tmp_path.iterdir())
+
+
+def test_compile_study_table_says_what_was_not_timed():
+    from bench import compile_study
+
+    rows = [{"variant": "compile-net nchw", "batch_size": 64, "agreement": "pass",
+             "speedup": [1.1, 1.0, 1.2], "load_average": [2.0, 2.5]},
+            {"variant": "compile-step nchw", "batch_size": 64, "agreement": "FAIL"}]
+    text = compile_study.render(rows, "python -m bench.compile_study")
+    assert ("| compile-net nchw | Inductor's layout optimisation off: convolutions, pools and ReLUs stay "
+            "NCHW | 64 | 1.10x [1.00, 1.20] | 2.0 - 2.5 |") in text
+    assert ("| compile-step nchw | Inductor's layout optimisation off | 64 | agreement FAIL: not timed "
+            "| - |") in text

@@ -14,6 +14,7 @@ Options:
               or "reduce-overhead" (CUDA graphs, CUDA only)
   cpp_wrapper Inductor calls its kernels from generated C++, not Python (less overhead);
               None (default) means on for CPU, off for CUDA
+  inductor_options  more Inductor config for torch.compile's `options` (bench.compile_study tries some)
   im2col      while the Net runs, its convolutions are lowered to k*k shifted slices + one
               matmul and its 2x2 max-pools to a reshape + amax (a TorchFunctionMode, so the
               Net itself stays the one definition), so Inductor fuses the im2col, bias,
@@ -102,7 +103,7 @@ class Im2colLowering(TorchFunctionMode):
 
 class Runner:
     def __init__(self, state_dict, device="cpu", dtype=torch.float32, mode="default", cpp_wrapper=None,
-                 im2col=True):
+                 im2col=True, inductor_options=None):
         self.device, self.dtype = torch.device(device), dtype
         net = model.Net().to(device=device, dtype=dtype)
         net.load_state_dict(state_dict)
@@ -128,7 +129,8 @@ class Runner:
 
         if cpp_wrapper is None:  # on for CPU, where the Python wrapper's overhead shows at small batches
             cpp_wrapper = self.device.type == "cpu"
-        options = dict(torch._inductor.list_mode_options(mode), cpp_wrapper=cpp_wrapper)
+        options = dict(torch._inductor.list_mode_options(mode), cpp_wrapper=cpp_wrapper,
+                       **(inductor_options or {}))
         self._step = torch.compile(step, dynamic=False, fullgraph=True, options=options)
         self._infer = torch.compile(forward, dynamic=False, fullgraph=True, options=options)
 

@@ -18,6 +18,9 @@ compile:
               around every step; the runner's `info` says how many graphs and breaks the
               first step made.
 
+inductor_options: Inductor config passed as torch.compile's `options` to every torch.compile here
+(none by default; bench.compile_study tries some).
+
 Every variant passes dynamic=False: a runner compiles for its own batch size whatever ran
 before it in the process (by default Dynamo would recompile a second batch size with a
 dynamic batch dimension, and the graph timed would depend on the order of the benchmarks).
@@ -69,15 +72,17 @@ TRACED_BREAKS = {}
 
 
 class Runner:
-    def __init__(self, state_dict, device="cpu", dtype=torch.float32, optimizer=False, whole_iteration=False):
+    def __init__(self, state_dict, device="cpu", dtype=torch.float32, optimizer=False, whole_iteration=False,
+                 inductor_options=None):
         self.device, self.dtype = torch.device(device), dtype
         self.net = model.Net().to(device=device, dtype=dtype)
         self.net.load_state_dict(state_dict)
         self.optimizer = model.make_optimizer(self.net.parameters())
-        self.compiled_net = torch.compile(self.net, dynamic=False)
+        compile_options = {"dynamic": False, "options": inductor_options}
+        self.compiled_net = torch.compile(self.net, **compile_options)
         self.info = {}  # what Dynamo made of the step: graphs, regions, graph breaks
         self.steps = 0
-        self.key = (optimizer, whole_iteration, device, dtype)
+        self.key = (optimizer, whole_iteration, device, dtype, repr(inductor_options))
 
         if whole_iteration:
             def iteration(x, target):
@@ -88,14 +93,14 @@ class Runner:
                 return loss.detach()
 
             with torch._dynamo.config.patch(compiled_autograd=True):
-                self._step = torch.compile(iteration, dynamic=False)
+                self._step = torch.compile(iteration, **compile_options)
             return
 
         if optimizer:
             def optimizer_step():
                 self.optimizer.step()
 
-            optimizer_step = torch.compile(optimizer_step, dynamic=False)
+            optimizer_step = torch.compile(optimizer_step, **compile_options)
         else:
             optimizer_step = self.optimizer.step
 
