@@ -316,9 +316,10 @@ def signed_us(seconds):
 
 
 def outside_time(result):
-    """Time per step outside every kernel, or None where the instrumented kernels alone exceed the
-    benchmarked step (then it cannot be read from the profile)."""
-    rest = result["benchmarked_wall"] - result["kernel"]
+    """Time per step outside every kernel in the profiled build (its wall time without the profiler,
+    timed in the same rounds as its profile, less its kernels' self time), or None where the kernels
+    alone exceed that wall time (then it cannot be read from the profile)."""
+    rest = result["wall"] - result["kernel"]
     return rest if rest >= 0 else None
 
 
@@ -333,7 +334,7 @@ def group_comparison(results):
         rows, losses = [], []
         for r in (r for r in results if r["batch"] == batch):
             ratio = base["benchmarked_wall"] / r["benchmarked_wall"]
-            cells = [r["backend"], us(r["benchmarked_wall"]), f"{ratio:.2f}x"]
+            cells = [r["backend"], us(r["benchmarked_wall"]), f"{ratio:.2f}x", us(r["wall"])]
             deltas = {}
             for group in GROUP_NAMES:
                 mine, theirs = r["groups"][group], base["groups"][group]
@@ -353,24 +354,27 @@ def group_comparison(results):
                 losses.append(f"- {r['backend']}: " + ", ".join(f"{g} {signed_us(d)}" for d, g in lost[:3])
                               + " us/step")
         lines += [f"### Batch {batch}", "",
-                  markdown_table(["backend", "benchmarked us/step", "eager's time / this", *GROUP_NAMES,
-                                  "outside kernels"], rows), ""]
+                  markdown_table(["backend", "benchmarked us/step", "eager's time / this",
+                                  "profiled build us/step", *GROUP_NAMES, "outside kernels"], rows), ""]
         if losses:
             lines += ["Where each spends more than eager (the largest differences, us per step):", "",
                       *losses, ""]
     if not lines:
         return []
     return ["## Kernel groups against eager", "",
-            "Microseconds per step of the benchmarked build in each kernel group (op self times from the "
-            "profiled build, as above), the difference from eager's in the same run in brackets; outside "
-            "kernels = the benchmarked wall time less every kernel's self time. Groups by op name: "
+            "Microseconds per step in each kernel group (op self times from the profiled build, as "
+            "above), the difference from eager's in the same run in brackets; outside kernels = the "
+            "profiled build's wall time per step without the profiler (timed in the same rounds as its "
+            "profile; for the Inductor configurations the build with per-kernel ranges) less every "
+            "kernel's self time. Groups by op name: "
             "pooling = any kernel with a max-pool (forward or backward, with whatever Inductor fused into "
             "it), convolution = aten's or ONNX Runtime's convolution kernels (forward, backward, Col2Im), "
             "matmul = mm/addmm/bmm/Gemm/MatMul (the linear layers, and the convolutions lowered to im2col), "
-            "everything else elementwise and other. The step ratio is eager's step over this one, one run "
-            "after the other (not paired): the benchmarks' paired speedups are the measure of speed; this "
-            "says where the time goes. Inductor's per-kernel ranges inflate its kernels' times (by the "
-            "instrumentation slowdown in the summary at most), so at batch 1 they lean high.", "",
+            "everything else elementwise and other. The step ratio is eager's benchmarked step over this "
+            "one, timed one after the other, not paired: on a loaded machine such figures move by up to "
+            "2x between phases (compare a row's benchmarked and profiled-build times, the same code but "
+            "for the kernel ranges), so read the differences where they are large; the benchmarks' "
+            "paired speedups are the measure of speed.", "",
             *lines]
 
 
