@@ -35,7 +35,13 @@ VARIANTS = {
                           "Inductor's layout optimisation off"),
     "compile-step cpp-wrapper": ("compile", {"im2col": False, "cpp_wrapper": True},
                                  "Inductor's C++ wrapper instead of its Python wrapper"),
+    "compile-step amax-pools": ("compile", {"im2col": "pools", "cpp_wrapper": False},
+                                "the 2x2 max-pools rewritten to reshape + amax (im2col's pool rewrite), "
+                                "aten's convolutions"),
+    "compile-step amax-pools nchw": ("compile", {"im2col": "pools", "cpp_wrapper": False,
+                                                 "inductor_options": NCHW}, "both of the above"),
     "compile-step-im2col": ("compile", {}, "as configured"),
+    "compile-step-im2col nchw": ("compile", {"inductor_options": NCHW}, "Inductor's layout optimisation off"),
 }
 
 

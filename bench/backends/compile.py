@@ -15,14 +15,14 @@ Options:
   cpp_wrapper Inductor calls its kernels from generated C++, not Python (less overhead);
               None (default) means on for CPU, off for CUDA
   inductor_options  more Inductor config for torch.compile's `options` (bench.compile_study tries some)
-  im2col      while the Net runs, its convolutions are lowered to k*k shifted slices + one
-              matmul and its 2x2 max-pools to a reshape + amax (a TorchFunctionMode, so the
-              Net itself stays the one definition), so Inductor fuses the im2col, bias,
-              relu and pooling, and their backward, into its own kernels instead of calling
-              aten's convolution and max-pool kernels. Same sums in another order: agrees
-              with eager to ~1e-7. At a tie inside a pooling window amax splits the gradient
-              where max-pool picks one input; after a relu the only likely ties are zeros,
-              whose gradient the relu zeroes anyway.
+  im2col      True, False or "pools" (only the pools rewritten). While the Net runs, its
+              convolutions are lowered to k*k shifted slices + one matmul and its 2x2 max-pools
+              to a reshape + amax (a TorchFunctionMode, so the Net itself stays the one
+              definition), so Inductor fuses the im2col, bias, relu and pooling, and their
+              backward, into its own kernels instead of calling aten's convolution and max-pool
+              kernels. Same sums in another order: agrees with eager to ~1e-7. At a tie inside a
+              pooling window amax splits the gradient where max-pool picks one input; after a
+              relu the only likely ties are zeros, whose gradient the relu zeroes anyway.
 """
 
 import contextlib
@@ -82,11 +82,16 @@ ONE, ZERO, TWO = (1, (1, 1), [1, 1]), (0, (0, 0), [0, 0]), (2, (2, 2), [2, 2])
 
 class Im2colLowering(TorchFunctionMode):
     """Runs F.conv2d (stride 1, no padding) as conv2d_im2col and F.max_pool2d (2x2) as
-    max_pool2x2; any other call, or other arguments, run unchanged."""
+    max_pool2x2; any other call, or other arguments, run unchanged. convolutions=False leaves the
+    convolutions to aten (the pools alone rewritten)."""
+
+    def __init__(self, convolutions=True):
+        super().__init__()
+        self.convolutions = convolutions
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.conv2d:
+        if func is F.conv2d and self.convolutions:
             a = bind(["input", "weight", "bias", "stride", "padding", "dilation", "groups"], args, kwargs)
             if (a.get("stride", 1) in ONE and a.get("padding", 0) in ZERO and a.get("dilation", 1) in ONE
                     and a.get("groups", 1) == 1):
@@ -116,7 +121,7 @@ class Runner:
                 torch._dynamo.mark_static_address(p)
 
         def forward(params, x):
-            with Im2colLowering() if im2col else contextlib.nullcontext():
+            with Im2colLowering(convolutions=im2col is True) if im2col else contextlib.nullcontext():
                 return functional_call(net, dict(zip(self.names, params)), (x,))
 
         loss_and_grads = grad_and_value(lambda params, x, target: model.loss_fn(forward(params, x), target))
