@@ -25,23 +25,27 @@ from bench.harness import Parser, UsageError
 
 NCHW = {"layout_optimization": False}  # Inductor keeps the Net's NCHW layout (on CPU it goes channels-last)
 
-# name -> (module in bench.backends, Runner options, what it changes)
+
+def variant(config, what="as configured", **changes):
+    """(module, Runner options, what it changes): configuration `config` with `changes` to its options."""
+    module_name, options = backends.CONFIGS[config]
+    return module_name, {**options, **changes}, what
+
+
 VARIANTS = {
-    "compile-net": ("compile_loop", {}, "as configured"),
-    "compile-net nchw": ("compile_loop", {"inductor_options": NCHW},
-                         "Inductor's layout optimisation off: convolutions, pools and ReLUs stay NCHW"),
-    "compile-step": ("compile", {"im2col": False, "cpp_wrapper": False}, "as configured"),
-    "compile-step nchw": ("compile", {"im2col": False, "cpp_wrapper": False, "inductor_options": NCHW},
-                          "Inductor's layout optimisation off"),
-    "compile-step cpp-wrapper": ("compile", {"im2col": False, "cpp_wrapper": True},
-                                 "Inductor's C++ wrapper instead of its Python wrapper"),
-    "compile-step amax-pools": ("compile", {"im2col": "pools", "cpp_wrapper": False},
-                                "the 2x2 max-pools rewritten to reshape + amax (im2col's pool rewrite), "
-                                "aten's convolutions"),
-    "compile-step amax-pools nchw": ("compile", {"im2col": "pools", "cpp_wrapper": False,
-                                                 "inductor_options": NCHW}, "both of the above"),
-    "compile-step-im2col": ("compile", {}, "as configured"),
-    "compile-step-im2col nchw": ("compile", {"inductor_options": NCHW}, "Inductor's layout optimisation off"),
+    "compile-net": variant("compile-net"),
+    "compile-net nchw": variant("compile-net", "Inductor's layout optimisation off: convolutions, pools and "
+                                "ReLUs stay NCHW", inductor_options=NCHW),
+    "compile-step": variant("compile-step"),
+    "compile-step cpp-wrapper": variant("compile-step", "Inductor's C++ wrapper, not its Python one",
+                                        cpp_wrapper=True),
+    "compile-step nchw": variant("compile-step", "Inductor's layout optimisation off", inductor_options=NCHW),
+    "compile-step-nchw": variant("compile-step-nchw", "as configured: both of the above"),
+    "compile-step amax-pools": variant("compile-step", "the 2x2 max-pools rewritten to reshape + amax "
+                                       "(im2col's pool rewrite), aten's convolutions", im2col="pools"),
+    "compile-step amax-pools nchw": variant("compile-step", "the pool rewrite, layout optimisation off",
+                                            im2col="pools", inductor_options=NCHW),
+    "compile-step-im2col": variant("compile-step-im2col"),
 }
 
 

@@ -101,6 +101,7 @@ OUTSIDE_KERNELS = {
     "compile-iter": "Dynamo's guards at each compiled region and resume function, compiled autograd's "
                     "capture of the autograd graph, the graphs' Python wrappers",
     "compile-step": "Dynamo's guards, the graph's Python wrapper, dispatch and allocation",
+    "compile-step-nchw": "Dynamo's guards, the Python call into the graph, its C++ wrapper and allocation",
     "compile-step-im2col": "Dynamo's guards, the Python call into the graph, its C++ wrapper and allocation",
     "compile-step-im2col-cudagraphs": "Dynamo's guards, the Python call, the CUDA graph launch",
     "aotinductor": "AOTInductor's C++ wrapper (argument handling, allocation of intermediates, the OpenMP "

@@ -91,3 +91,5 @@ def test_compile_study_table_says_what_was_not_timed():
             "NCHW | 64 | 1.10x [1.00, 1.20] | 2.0 - 2.5 |") in text
     assert ("| compile-step nchw | Inductor's layout optimisation off | 64 | agreement FAIL: not timed "
             "| - |") in text
+    assert compile_study.VARIANTS["compile-step nchw"][1] == {
+        "im2col": False, "cpp_wrapper": False, "inductor_options": {"layout_optimization": False}}
