@@ -13,6 +13,7 @@ results/compile_study.md and .json, with the load average at the start and end o
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 
@@ -123,7 +124,8 @@ def main(argv=None):
         print(f"python -m bench.compile_study: error: {error}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
-    command = (f"python -m bench.compile_study --variants {','.join(names)} --batch-sizes "
+    chosen = "all" if names == list(VARIANTS) else shlex.quote(",".join(names))
+    command = (f"python -m bench.compile_study --variants {chosen} --batch-sizes "
                f"{','.join(map(str, args.batch_sizes))} --seconds {args.seconds:g} --threads {args.threads}")
     rows = []
     for batch_size in args.batch_sizes:

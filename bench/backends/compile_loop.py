@@ -34,6 +34,7 @@ from torch._dynamo.utils import counters
 
 import model
 from bench.backends import compile as compile_backend  # noqa: F401  (raises Dynamo's recompile limits)
+from bench.backends import eager
 from bench.backends.compile import unavailable as compile_unavailable
 
 
@@ -71,13 +72,12 @@ def step_structure(step):
 TRACED_BREAKS = {}
 
 
-class Runner:
+class Runner(eager.Runner):
+    """Eager's runner (its Net, optimizer, parameters and gradients), with what users compile compiled."""
+
     def __init__(self, state_dict, device="cpu", dtype=torch.float32, optimizer=False, whole_iteration=False,
                  inductor_options=None):
-        self.device, self.dtype = torch.device(device), dtype
-        self.net = model.Net().to(device=device, dtype=dtype)
-        self.net.load_state_dict(state_dict)
-        self.optimizer = model.make_optimizer(self.net.parameters())
+        super().__init__(state_dict, device=device, dtype=dtype)
         compile_options = {"dynamic": False, "options": inductor_options}
         self.compiled_net = torch.compile(self.net, **compile_options)
         self.info = {}  # what Dynamo made of the step: graphs, regions, graph breaks
@@ -139,9 +139,3 @@ class Runner:
     def forward(self, x):
         model.check_input(x, dtype=self.dtype, device=self.device)
         return self.compiled_net(x)
-
-    def parameters(self):
-        return {k: v.detach() for k, v in self.net.named_parameters()}
-
-    def gradients(self):
-        return {k: v.grad for k, v in self.net.named_parameters()}
