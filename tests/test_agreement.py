@@ -40,7 +40,17 @@ def quantities(result, step):
 
 # (a) every available backend agrees with float64 after 20 steps --------------------------------
 
-def test_backend_agrees_with_float64(backend, all_results):
+# Configurations torch gets wrong at this batch size: with Inductor's CPU layout optimisation (channels-last)
+# `torch.compile(net)`'s convolution gradients are off by ~1e-2 at batch 6-16 (right at 1-5, 64 and 256, the
+# batch sizes the benchmarks time and check; right with the optimisation off). Reproduced without the suite
+# in tests/test_compile.py. Strict: when torch fixes it, this fails and the entry goes.
+WRONG_IN_TORCH = {name: "torch.compile(net) on CPU: wrong convolution gradients at batch 8 (Inductor's "
+                        "channels-last layout optimisation)" for name in ("compile-net", "compile-net-opt")}
+
+
+def test_backend_agrees_with_float64(backend, all_results, request):
+    if backend in WRONG_IN_TORCH:
+        request.applymarker(pytest.mark.xfail(strict=True, reason=WRONG_IN_TORCH[backend]))
     result = all_results[backend]
     failing = [(r.quantity, r.step, r.max_abs, r.note) for r in result.rows if not r.passed]
     assert result.passed, f"{backend}: {result.error or failing}"
