@@ -108,11 +108,10 @@ def compiled_gradient_error(batch_size, **options):
     return max((p.grad - q.grad).abs().max().item() for p, q in zip(net.parameters(), reference.parameters()))
 
 
-@pytest.mark.xfail(strict=True, reason="torch.compile(net) on CPU (torch 2.13): wrong convolution gradients "
-                                       "at batch 8 with Inductor's channels-last layout optimisation")
-def test_compiled_net_gradients_at_batch_8_match_eager():
+def test_compiled_net_gradients_at_batch_8_match_eager(expect_torch_bug):
     if backends.unavailable("compile-net", "cpu"):
         pytest.skip(backends.unavailable("compile-net", "cpu"))
+    expect_torch_bug("compile-net", ["compile-net"])  # tests/conftest.py: this is its reproduction
     assert compiled_gradient_error(8) < 1e-5
 
 

@@ -90,7 +90,8 @@ def test_nets_from_one_seed_are_identical():
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_each_backend_trains_parameters_change_and_loss_falls(backend):
+def test_each_backend_trains_parameters_change_and_loss_falls(backend, expect_torch_bug):
+    expect_torch_bug(backend, ("compile-net", "compile-net-opt", "compile-iter"))  # tests/conftest.py
     state = model.make_net(seed=0).state_dict()
     runner = backends.create(backend, state)
     x, target = model.make_batch(8, seed=1)
