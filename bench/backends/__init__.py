@@ -39,7 +39,7 @@ CONFIGS = {
     # on CUDA it would time Triton kernels on a noisy machine and make the speed hang on those picks.
     "compile-step": ("compile", {"im2col": False, "cpp_wrapper": False}),
     # compile-step with Inductor's layout optimisation off (on CPU it makes every graph with a convolution
-    # channels-last; for this Net's 1- and 6-channel maps that measured about 30% slower at batch 64
+    # channels-last; for this Net's thin 6- and 16-channel maps that measured about 30% slower at batch 64
     # and 256: results/compile_study.md) and the C++ wrapper on CPU.
     "compile-step-nchw": ("compile", {"im2col": False, "inductor_options": {"layout_optimization": False}}),
     "compile-step-im2col": ("compile", {}),
