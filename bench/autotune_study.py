@@ -1,4 +1,5 @@
 """Does `compile`'s autotuned training step depend on what the autotuner happened to measure?
+(`compile` is the configuration now named compile-step-im2col.)
 
 Compiles the step cold several times, each in a fresh process with a fresh
 TORCHINDUCTOR_CACHE_DIR, records the kernel Inductor's autotuner picks for every GEMM (with

@@ -1,6 +1,6 @@
 """Does the block length of paired timing bias the ratio? A measurement, not a test.
 
-    python -m bench.block_study [--cells aotinductor:1,compile:256,onnxruntime:1] [--seconds 4]
+    python -m bench.block_study [--cells aotinductor:1,compile-step-im2col:256,onnxruntime:1] [--seconds 4]
 
 For each cell (backend:batch, training step on CPU) the paired speedup against eager is measured
 with blocks of one call each, 10 ms, 50 ms (the benchmarks' choice) and 200 ms, and then by a long
@@ -40,7 +40,11 @@ class Rounds:
 
 
 def step_of(name, batch_size):
-    runner = backends.create(name, model.make_net().state_dict())
+    return warm_step(backends.create(name, model.make_net().state_dict()), batch_size)
+
+
+def warm_step(runner, batch_size):
+    """A call of one training step of `runner` on the pool's next batch, after five warm-up steps."""
     batches = itertools.cycle(model.make_batch_pool(batch_size))
     call = lambda: runner.train_step(*next(batches))  # noqa: E731
     for _ in range(5):
@@ -63,7 +67,7 @@ def sequential(call, baseline, seconds):
 
 def main(argv=None):
     parser = Parser(prog="python -m bench.block_study", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--cells", default="aotinductor:1,compile:256,onnxruntime:1",
+    parser.add_argument("--cells", default="aotinductor:1,compile-step-im2col:256,onnxruntime:1",
                         help="backend:batch pairs (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per measurement (default 4)")
     parser.add_argument("--out", type=harness.output_folder, default="results")

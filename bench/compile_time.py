@@ -1,7 +1,7 @@
 """Compile time, cold and warm: results/compile_time.json and results/compile_time.md.
 
-    python -m bench.compile_time                        # compile, compile-aten, aotinductor, onnxruntime
-    python -m bench.compile_time --backends compile --batch-size 1 --out /tmp/ct
+    python -m bench.compile_time    # compile-net, compile-step, compile-step-im2col, aotinductor, onnxruntime
+    python -m bench.compile_time --backends compile-step --batch-size 1 --out /tmp/ct
 
 Each backend runs in two fresh Python processes (`sys.executable -c ...`) that share one
 TORCHINDUCTOR_CACHE_DIR, a new empty temporary folder per backend:
@@ -32,7 +32,7 @@ from bench import backends, harness
 from bench.harness import Parser, UsageError, backend_list, positive, write_atomic
 from bench.report import markdown_table
 
-DEFAULT_BACKENDS = ["compile", "compile-aten", "aotinductor", "onnxruntime"]
+DEFAULT_BACKENDS = ["compile-net", "compile-step", "compile-step-im2col", "aotinductor", "onnxruntime"]
 DEFAULT_BATCH_SIZE = 64
 CHILD_TIMEOUT = 600  # seconds per process
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

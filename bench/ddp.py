@@ -10,7 +10,7 @@ is a mean, and every shard has the same size). Configurations:
                graph at DDP's bucket boundaries so the all-reduce of one bucket can overlap the
                backward of the next (this Net's 0.25 MB of gradients fit one bucket: one graph).
                The MSE loss, the autograd engine and SGD.step() stay eager. It is NOT the
-               `compile` backend's whole-step graph: that one takes gradients with torch.func,
+               compile-step's functional whole-step graph: that one takes gradients with torch.func,
                which bypasses DDP's autograd hooks, so no all-reduce would ever run.
 
 Two ways to run it:

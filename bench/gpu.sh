@@ -8,19 +8,20 @@
 #   1. preflight: versions, nvidia-smi; stops here (exit 2) when torch cannot use CUDA
 #   2. smoke test: eager, torchscript and onnxruntime CUDA benchmarks once, untimed (nothing compiled)
 #   3. agreement check on CUDA (bench.agreement, batch 8): compiles each compiled backend's batch-8 step
-#   4. CUDA training-step benchmarks, batch 1, 64, 256: compile-aten and compile-cudagraphs compile one
-#      Inductor graph per batch size (default mode, Triton kernels, no autotuning); aotinductor builds
+#   4. CUDA training-step benchmarks, batch 1, 64, 256: compile-step and compile-step-im2col-cudagraphs
+#      compile one Inductor graph per batch size (default mode, Triton kernels, no autotuning); aotinductor builds
 #      one library (dynamic batch; Inductor's cache makes steps 3 and 4 share their compilations)
-#   5. bench.gpu_check: eager synchronized vs unsynchronized, Triton kernel count of compile-cudagraphs' step
+#   5. bench.gpu_check: eager synchronized vs unsynchronized, Triton kernel count of
+#      compile-step-im2col-cudagraphs' step
 #   6. bench.ddp on CUDA: the NCCL row at world size 1 (eager and compiled step under DDP)
-# `compile` (max-autotune-no-cudagraphs) is left out by default: on CUDA its autotuning times many
-# Triton kernel variants per graph and can take minutes. GPU_BACKENDS=... overrides the list.
+# compile-step-im2col and the compile-net, compile-net-opt and compile-iter loops are left out by default,
+# to fit the budget below. GPU_BACKENDS=... overrides the list.
 set -uo pipefail
 out=${1:?usage: bash bench/gpu.sh OUT}
 mkdir -p "$out" && out=$(cd "$out" && pwd) || { echo "gpu.sh: cannot create the folder $out" >&2; exit 2; }
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-backends=${GPU_BACKENDS:-eager,compile-cudagraphs,compile-aten,aotinductor,torchscript,onnxruntime}
+backends=${GPU_BACKENDS:-eager,compile-step-im2col-cudagraphs,compile-step,aotinductor,torchscript,onnxruntime}
 budget=345   # seconds for all steps; packing and the table take a few more
 run_dir=$(mktemp -d "$out/.gpu-run.XXXXXX")
 log=$run_dir/log.txt summary=$run_dir/summary.txt
@@ -88,7 +89,7 @@ step "agreement check" 100 python3 -m bench.agreement --devices cuda --backends 
 step "CUDA benchmarks" 140 python3 -m pytest bench --benchmark-only --devices cuda --modes train \
     --backends "$backends" -q -p no:cacheprovider --benchmark-storage="$run_dir/benchmarks" \
     --paired-seconds=1
-step "gpu_check" 50 python3 -m bench.gpu_check --out "$run_dir" --backend compile-cudagraphs
+step "gpu_check" 50 python3 -m bench.gpu_check --out "$run_dir" --backend compile-step-im2col-cudagraphs
 step "DDP, NCCL, world size 1" 45 python3 -m bench.ddp --device cuda --world-sizes 1 --out "$run_dir/ddp"
 
 table=$(python3 - "$run_dir/benchmarks" <<'EOF'

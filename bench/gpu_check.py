@@ -1,7 +1,7 @@
 """GPU evidence for the report: why the timed callable must wait for the device, and how many
 kernels Inductor generated for a compiled step.
 
-    python -m bench.gpu_check --out results/gpu [--backend compile]
+    python -m bench.gpu_check --out results/gpu [--backend compile-step-im2col-cudagraphs]
 
 Writes gpu_check.json: the same eager CUDA training step timed with and without
 torch.cuda.synchronize() (unsynchronized, a step only queues work: the figure is the launch
@@ -65,9 +65,9 @@ def main(argv=None):
                         help="folder for gpu_check.json (default: %(default)s)")
     parser.add_argument("--batch-size", type=harness.positive, default=256)
     parser.add_argument("--rounds", type=harness.positive, default=200)
-    parser.add_argument("--backend", default="compile",
+    parser.add_argument("--backend", default="compile-step-im2col-cudagraphs",
                         help="the compiled backend whose training step's kernels are counted "
-                             "(default: compile)")
+                             "(default: %(default)s)")
     try:
         args = parser.parse_args(argv)
         backends.check_choice("backend", args.backend, backends.CONFIGS)

@@ -43,14 +43,14 @@ import torch
 import model
 from bench import backends, harness
 from bench.harness import Parser, UsageError, backend_list, positive, positive_list, write_atomic
-from bench.report import markdown_table
+from bench.report import BASELINE, markdown_table
 
 DEFAULT_BATCH_SIZES = [1, 256]
 DEFAULT_STEPS = 20
 WARMUP_STEPS = 5  # TorchScript's profiling executor specialises on its first runs
 TIMING_ROUNDS = (3, 2)  # unprofiled timing rounds before and after the profiled steps
 TOP_OPS = 8
-TORCH_BACKENDS = {"eager", "compile", "torchscript"}  # module names profiled with torch.profiler
+TORCH_BACKENDS = {"eager", "compile", "compile_loop", "torchscript"}  # modules profiled with torch.profiler
 
 # Ranges that wrap ops rather than being ops: their self time is overhead outside any kernel.
 KERNEL_NAME = re.compile(r"^(aten::|prim::|aoti_torch_)|cpp_fused|^graph_\d+_|^triton_")
@@ -72,14 +72,38 @@ CATEGORIES = [
 ]
 OTHER = "elementwise and other ops"
 
+# Kernel groups for the comparison with eager, first match wins. An Inductor kernel's name lists the
+# aten ops fused into it; one that holds a pool (forward or backward) counts as pooling, whatever
+# elementwise work (ReLU, its mask, a bias-gradient sum) is fused with it. A convolution lowered to
+# im2col (compile-step-im2col, aotinductor) runs its arithmetic as matmul and its slicing as
+# elementwise kernels: the groups say which kernels run, not which layer of the Net they serve.
+KERNEL_GROUPS = [
+    ("pooling", re.compile(r"max_?pool|amax|MaxUnpool", re.I)),
+    ("convolution", re.compile(r"conv|Col2Im|Im2Col", re.I)),
+    ("matmul", re.compile(r"(^|::|_)(addmm|mm|bmm|matmul)(_out)?$|Gemm|MatMul", re.I)),
+]
+ELEMENTWISE = "elementwise and other kernels"
+GROUP_NAMES = [name for name, _ in KERNEL_GROUPS] + [ELEMENTWISE]
+
+
+def kernel_group(op):
+    return next((name for name, pattern in KERNEL_GROUPS if pattern.search(op)), ELEMENTWISE)
+
 # What a backend's step does outside its kernels, by configuration: what its architecture allows.
 OUTSIDE_KERNELS = {
     "eager": "Python, dispatch, the autograd engine and the optimizer's Python loop",
     "torchscript": "the TorchScript interpreter, dispatch, the autograd engine and the optimizer's "
                    "Python loop",
-    "compile": "Dynamo's guards, the Python call into the graph, its C++ wrapper and allocation",
-    "compile-aten": "Dynamo's guards, the graph's Python wrapper, dispatch and allocation",
-    "compile-cudagraphs": "Dynamo's guards, the Python call, the CUDA graph launch",
+    "compile-net": "Python, the loss and SGD eager, the autograd engine running the compiled backward, "
+                   "Dynamo's guards and the graphs' Python wrappers",
+    "compile-net-opt": "Python, the loss eager, the autograd engine, Dynamo's guards at each compiled region "
+                       "and the graphs' Python wrappers",
+    "compile-iter": "Dynamo's guards at each compiled region and resume function, compiled autograd's "
+                    "capture of the autograd graph, the graphs' Python wrappers",
+    "compile-step": "Dynamo's guards, the graph's Python wrapper, dispatch and allocation",
+    "compile-step-nchw": "Dynamo's guards, the Python call into the graph, its C++ wrapper and allocation",
+    "compile-step-im2col": "Dynamo's guards, the Python call into the graph, its C++ wrapper and allocation",
+    "compile-step-im2col-cudagraphs": "Dynamo's guards, the Python call, the CUDA graph launch",
     "aotinductor": "AOTInductor's C++ wrapper (argument handling, allocation of intermediates, the OpenMP "
                    "thread pool) and the runner's one call into it",
     "onnxruntime": "ONNX Runtime's session run: input and output binding, its executor and allocator",
@@ -185,7 +209,7 @@ def profile_backend(name, batch_sizes, steps, folder):
     results = []
     # Inductor's per-kernel profiling ranges cost time of their own (at batch 1, aotinductor's
     # instrumented build was 2.5x slower), so the build the benchmarks time is timed first, apart.
-    kernel_profile = module_name in ("compile", "aotinductor")
+    kernel_profile = module_name in ("compile", "compile_loop", "aotinductor")
     benchmarked_wall = {}
     if kernel_profile:
         import torch._inductor.config as inductor_config
@@ -242,13 +266,16 @@ def summarise(name, batch, steps, wall, profiled_wall, ops, overhead, warmup, to
     for op, (_, seconds) in per_step.items():
         label = next((label for label, pattern in CATEGORIES if pattern.search(op)), OTHER)
         categories[label] += seconds
+    groups = dict.fromkeys(GROUP_NAMES, 0.0)
+    for op, (_, seconds) in per_step.items():
+        groups[kernel_group(op)] += seconds
     overhead_top = sorted(((op, seconds / steps) for op, (_, seconds) in overhead.items()),
                           key=lambda item: -item[1])[:3]
     return {
         "backend": name, "batch": batch, "steps": steps, "wall": wall, "profiled_wall": profiled_wall,
         "benchmarked_wall": benchmarked_wall, "kernel": kernel, "coverage": kernel / benchmarked_wall,
         "outside_kernels": outside_kernels(name), "top": top, "categories": categories.most_common(),
-        "overhead_top": overhead_top, "warmup": warmup, "tool": tool,
+        "overhead_top": overhead_top, "warmup": warmup, "tool": tool, "groups": groups,
     }
 
 
@@ -286,6 +313,73 @@ def where_line(result):
     return line
 
 
+def signed_us(seconds):
+    return ("+" if seconds >= 0 else "-") + us(abs(seconds))
+
+
+def outside_time(result):
+    """Time per step outside every kernel in the profiled build (its wall time without the profiler,
+    timed in the same rounds as its profile, less its kernels' self time), or None where the kernels
+    alone exceed that wall time (then it cannot be read from the profile)."""
+    rest = result["wall"] - result["kernel"]
+    return rest if rest >= 0 else None
+
+
+def group_comparison(results):
+    """Per batch size: every backend's kernel groups and time outside kernels, us per step, beside
+    eager's from the same profile run, and where each loses most against it."""
+    eager = {r["batch"]: r for r in results if r["backend"] == BASELINE}
+    lines = []
+    for batch in sorted(eager):
+        base = eager[batch]
+        base_outside = outside_time(base)
+        rows, losses = [], []
+        for r in (r for r in results if r["batch"] == batch):
+            ratio = base["benchmarked_wall"] / r["benchmarked_wall"]
+            cells = [r["backend"], us(r["benchmarked_wall"]), f"{ratio:.2f}x", us(r["wall"])]
+            deltas = {}
+            for group in GROUP_NAMES:
+                mine, theirs = r["groups"][group], base["groups"][group]
+                deltas[group] = mine - theirs
+                cells.append(us(mine) if r is base else f"{us(mine)} ({signed_us(mine - theirs)})")
+            outside = outside_time(r)
+            if outside is None:
+                cells.append("- (kernels exceed the step)")
+            elif r is base or base_outside is None:
+                cells.append(us(outside))
+            else:
+                deltas["outside kernels"] = outside - base_outside
+                cells.append(f"{us(outside)} ({signed_us(outside - base_outside)})")
+            rows.append(cells)
+            lost = sorted(((d, g) for g, d in deltas.items() if d > 0), reverse=True)
+            if r is not base and lost:
+                losses.append(f"- {r['backend']}: " + ", ".join(f"{g} {signed_us(d)}" for d, g in lost[:3])
+                              + " us/step")
+        lines += [f"### Batch {batch}", "",
+                  markdown_table(["backend", "benchmarked us/step", "eager's time / this",
+                                  "profiled build us/step", *GROUP_NAMES, "outside kernels"], rows), ""]
+        if losses:
+            lines += ["Where each spends more than eager (the largest differences, us per step):", "",
+                      *losses, ""]
+    if not lines:
+        return []
+    return ["## Kernel groups against eager", "",
+            "Microseconds per step in each kernel group (op self times from the profiled build, as "
+            "above), the difference from eager's in the same run in brackets; outside kernels = the "
+            "profiled build's wall time per step without the profiler (timed in the same rounds as its "
+            "profile; for the Inductor configurations the build with per-kernel ranges) less every "
+            "kernel's self time. Groups by op name: "
+            "pooling = any kernel with a max-pool (forward or backward, with whatever Inductor fused into "
+            "it), convolution = aten's or ONNX Runtime's convolution kernels (forward, backward, Col2Im), "
+            "matmul = mm/addmm/bmm/Gemm/MatMul (the linear layers, and the convolutions lowered to im2col), "
+            "everything else elementwise and other. The step ratio is eager's benchmarked step over this "
+            "one, timed one after the other, not paired: on a loaded machine such figures move by up to "
+            "2x between phases (compare a row's benchmarked and profiled-build times, the same code but "
+            "for the kernel ranges), so read the differences where they are large; the benchmarks' "
+            "paired speedups are the measure of speed.", "",
+            *lines]
+
+
 def render(results, skipped, settings):
     lines = [
         "# Where the training step's time goes",
@@ -301,8 +395,8 @@ def render(results, skipped, settings):
         "benchmarks time, without profiler or instrumentation). Coverage = the sum of all op self times "
         "per step / that wall time; what it leaves is time outside every kernel, labelled per backend by "
         "what its architecture has there (aotinductor and onnxruntime have no Python in their step). "
-        "The op self times come from the instrumented, profiled build: Inductor backends (compile, "
-        "compile-aten, aotinductor) are built apart with `cpp.enable_kernel_profile`, one range per "
+        "The op self times come from the instrumented, profiled build: Inductor backends (the compile-* "
+        "configurations, aotinductor) are built apart with `cpp.enable_kernel_profile`, one range per "
         "generated kernel, and ONNX Runtime's profiler records memory and thread statistics per node. "
         "Instrumentation slows the kernels too, so at batch 1 coverage leans high, and where the kernels "
         "alone exceed the benchmarked wall time no remainder is given.",
@@ -324,6 +418,7 @@ def render(results, skipped, settings):
                               "instrumentation slowdown", "op self us/step (instrumented)",
                               "coverage (of benchmarked wall)", "outside kernels (of benchmarked wall)",
                               "top op (share of benchmarked wall)"], summary), ""]
+    lines += group_comparison(results)
     for r in results:
         bench = r["benchmarked_wall"]
         rows = [[f"`{op_label(op)}`", f"{calls:g}", us(seconds), pct(seconds / bench)]

@@ -19,6 +19,7 @@ import os
 import sys
 from datetime import datetime
 
+from bench import backends as configs
 from bench import harness, noise
 from bench.harness import write_atomic
 
@@ -100,7 +101,7 @@ def read_run(path):
                     sgemm[row["device"]] = tuple(gflops)
                 continue
             row.update(
-                backend=str(info["backend"]), batch=int(info["batch_size"]),
+                backend=configs.current_name(str(info["backend"])), batch=int(info["batch_size"]),
                 setup=info.get("setup_seconds"), first_call=info.get("first_call_seconds"),
                 first_call_cache=info.get("first_call_cache"),
                 agreement=info.get("agreement"), max_error=info.get("agreement_max_abs_error"),
@@ -468,7 +469,7 @@ def targets_section(run):
                           f"{best[3]} {num(100 * share)}% [{num(100 * low)}, {num(100 * high)}] of "
                           f"{run['sgemm'][device][0]:.0f} GFLOP/s (quartiles)", verdict(low, high, 0.5)])
 
-        compiled = sorted({key[3] for key in intervals if key[3].startswith("compile")})
+        compiled = sorted({key[3] for key in intervals if configs.is_torch_compile(key[3])})
         checks = [(name, f"torch.compile ({name}) not slower than eager at any batch") for name in compiled]
         if any(key[3] == "aotinductor" for key in intervals):  # Inductor too, compiled ahead of time
             checks.append(("aotinductor",
@@ -501,6 +502,11 @@ def targets_section(run):
 
 # -----------------------------------------------------------------------------
 # output
+
+def markdown_section(text, title):
+    """The body of the level-2 section `## title` of a markdown text ("" when it has none)."""
+    return text.partition(f"## {title}\n")[2].partition("\n## ")[0].strip()
+
 
 def draw_chart(run, mode, device, path):
     import matplotlib
@@ -609,12 +615,16 @@ def write_report(run, out):
     profile = os.path.join(out, "PROFILE.md")
     if os.path.exists(profile):  # the profile's own summary table: where each backend's time goes
         with open(profile, encoding="utf-8") as f:
-            summary = f.read().partition("## Summary\n")[2].partition("\n## ")[0].strip()
+            text_of_profile = f.read()
+        summary = markdown_section(text_of_profile, "Summary")
         if summary:
             text += ("\n## Where the time goes (from PROFILE.md, its own run)\n\n" + summary + "\n\n"
                      "Coverage below 100% is time outside every kernel: for eager, TorchScript and "
                      "torch.compile Python, dispatch, autograd and Dynamo's guards; for aotinductor and "
                      "ONNX Runtime their own C++ runtime (no Python runs in their step).\n")
+        groups = markdown_section(text_of_profile, "Kernel groups against eager")
+        if groups:  # its comparison with eager by kernel group, at each batch size profiled
+            text += "\n## Kernel groups against eager (from PROFILE.md, its own run)\n\n" + groups + "\n"
     for name, title in INLINED:  # summaries other commands wrote beside the report
         summary = os.path.join(out, name)
         if os.path.exists(summary):

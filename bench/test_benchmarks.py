@@ -71,17 +71,20 @@ def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, devic
         **{f"backend_{k}": v for k, v in getattr(cell.runner, "info", {}).items()},
     )
     harness.settle_heap()
-    if getattr(benchmark, "disabled", True):  # --benchmark-disable: one untimed call, as a test
-        result = benchmark(call)
-    else:
-        baseline = call if backend == BASELINE else unit(
-            runner_cache.get(BASELINE, device, batch_size).runner, mode_name, pool, device)
-        monitor = noise.Monitor().start()
-        seconds = paired_seconds or timing.PAIRED_SECONDS
-        benchmark.extra_info.update(timing.paired(benchmark, call, baseline, seconds))
-        benchmark.extra_info.update(monitor.stop())
-        benchmark.extra_info.update(memory.peak_over_call(call, device))
-        result = call()
+    # What was compiled in the warm-up is what is timed: a torch.compile recompilation in the
+    # rounds (a guard that fails on a round's batch or state) raises instead of being timed.
+    with torch.compiler.set_stance("fail_on_recompile"):
+        if getattr(benchmark, "disabled", True):  # --benchmark-disable: one untimed call, as a test
+            result = benchmark(call)
+        else:
+            baseline = call if backend == BASELINE else unit(
+                runner_cache.get(BASELINE, device, batch_size).runner, mode_name, pool, device)
+            monitor = noise.Monitor().start()
+            seconds = paired_seconds or timing.PAIRED_SECONDS
+            benchmark.extra_info.update(timing.paired(benchmark, call, baseline, seconds))
+            benchmark.extra_info.update(monitor.stop())
+            benchmark.extra_info.update(memory.peak_over_call(call, device))
+            result = call()
     assert torch.isfinite(result).all(), f"{backend} produced non-finite values"
     verdict = cell.agreement["agreement"]
     if verdict.startswith("FAIL"):  # after the timings: they are saved, with the verdict in extra_info

@@ -54,6 +54,7 @@ ENGINE_ENTRIES = {
     "eager": ["net"],  # the module (its forward runs every kernel)
     "torchscript": ["net"],  # the scripted module
     "compile": ["_step", "_infer"],  # the compiled step and forward callables
+    "compile_loop": ["_step", "compiled_net"],  # the loop around the compiled Net, and that Net
     "aotinductor": ["_run"],  # loads and runs the step or forward library
     "onnxruntime": ["train_session", "infer_session"],  # their run* methods
 }
@@ -202,7 +203,7 @@ def test_compile_skipped_with_reason_without_a_cpp_compiler(monkeypatch):
         raise RuntimeError("no C++ compiler found")
 
     monkeypatch.setattr(cpp_builder, "get_cpp_compiler", no_compiler)
-    assert "needs a C++ compiler" in backends.unavailable("compile", "cpu")
+    assert "needs a C++ compiler" in backends.unavailable("compile-step", "cpu")
 
 
 def test_cuda_timing_waits_for_the_device(monkeypatch):

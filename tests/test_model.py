@@ -93,7 +93,7 @@ def test_nets_from_one_seed_are_identical():
 def test_each_backend_trains_parameters_change_and_loss_falls(backend):
     state = model.make_net(seed=0).state_dict()
     runner = backends.create(backend, state)
-    x, target = model.make_batch(8, seed=1)
+    x, target = model.make_batch(4, seed=1)  # not 6-16: torch's bug, tests/test_compile.py
     losses = []
     for _ in range(5):
         before = {k: v.clone() for k, v in runner.parameters().items()}

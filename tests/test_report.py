@@ -21,13 +21,15 @@ MACHINE = {
     "numpy": "2.4.6", "pytest-benchmark": "5.3.1",
 }
 FLOPS = {("train", 1): 1550736, ("train", 64): 99247104, ("forward", 1): 549312, ("forward", 64): 35155968}
-# median seconds: compile is 2x faster than eager everywhere, torchscript equal
+# median seconds: compile-step-im2col is 2x faster than eager everywhere, torchscript equal
 MEDIANS = {
-    ("train", 1, "eager"): 1.0e-3, ("train", 1, "compile"): 0.5e-3, ("train", 1, "torchscript"): 1.0e-3,
-    ("train", 64, "eager"): 6.0e-3, ("train", 64, "compile"): 3.0e-3, ("train", 64, "torchscript"): 6.0e-3,
-    ("forward", 1, "eager"): 0.1e-3, ("forward", 1, "compile"): 0.05e-3,
+    ("train", 1, "eager"): 1.0e-3, ("train", 1, "compile-step-im2col"): 0.5e-3,
+    ("train", 1, "torchscript"): 1.0e-3,
+    ("train", 64, "eager"): 6.0e-3, ("train", 64, "compile-step-im2col"): 3.0e-3,
+    ("train", 64, "torchscript"): 6.0e-3,
+    ("forward", 1, "eager"): 0.1e-3, ("forward", 1, "compile-step-im2col"): 0.05e-3,
     ("forward", 1, "torchscript"): 0.1e-3,
-    ("forward", 64, "eager"): 2.0e-3, ("forward", 64, "compile"): 1.0e-3,
+    ("forward", 64, "eager"): 2.0e-3, ("forward", 64, "compile-step-im2col"): 1.0e-3,
     ("forward", 64, "torchscript"): 2.0e-3,
 }
 SGEMM_MEDIAN = 2 * 1024**3 / 80e9  # 80 GFLOP/s
@@ -124,18 +126,19 @@ def test_report_writes_markdown_and_charts(tmp_path, capsys):
     assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
     text = (out / "REPORT.md").read_text()
     assert latest.name in text  # the latest run, not the first
-    command = "--backends=eager,compile,torchscript --batch-sizes=1,64 --devices=cpu --modes=train,forward"
+    command = ("--backends=eager,compile-step-im2col,torchscript --batch-sizes=1,64 --devices=cpu "
+               "--modes=train,forward")
     for fact in ["Intel(R) Xeon(R) Processor", "onnxruntime 1.32.0", "torch 2.13.0+cpu", command]:
         assert fact in text
     assert "<!-- main-table:start -->" in text
-    assert "| compile | cpu | 0.5 ms (2.00x [1.94, 2.06]) | 3 ms (2.00x [1.94, 2.06]) |" in text
+    assert "| compile-step-im2col | cpu | 0.5 ms (2.00x [1.94, 2.06]) | 3 ms (2.00x [1.94, 2.06]) |" in text
     assert "| eager | cpu | 1 ms (A/A 1.00x [0.97, 1.03]) |" in text
 
     # train batch 64 compile: 99247104 FLOP / 3 ms = 33.08 GFLOP/s, 41.35% of the 80 GFLOP/s sgemm
-    cells = table_row(text, "Training step, cpu", "compile", 64)
+    cells = table_row(text, "Training step, cpu", "compile-step-im2col", 64)
     assert cells[2:11] == ["3", "0.3", "21,333", "2.00x [1.94, 2.06]", "33.08", "41.35%", "-", "-", "0.5"]
     assert table_row(text, "Training step, cpu", "torchscript", 64)[5] == "1.00x [0.97, 1.03]"
-    assert table_row(text, "Forward pass, cpu", "compile", 1)[5] == "2.00x [1.94, 2.06]"
+    assert table_row(text, "Forward pass, cpu", "compile-step-im2col", 1)[5] == "2.00x [1.94, 2.06]"
     assert str(tmp_path) not in text  # runs are named without this machine's absolute paths
     assert "sgemm reference on cpu: 80.0 GFLOP/s" in text
     for name in ["train_cpu.png", "forward_cpu.png"]:
@@ -147,35 +150,51 @@ def test_report_writes_markdown_and_charts(tmp_path, capsys):
     assert "0001_" in (out / "REPORT.md").read_text()
 
 
+def test_runs_saved_before_the_rename_read_with_todays_names(tmp_path):
+    """A run saved when compile-step-im2col was `compile` (and compile-step `compile-aten`) reads
+    with today's names, so report, compare and calibration line it up with new runs."""
+    renamed = {(mode, batch, {"compile-step-im2col": "compile", "torchscript": "compile-aten"}.get(b, b)): m
+               for (mode, batch, b), m in MEDIANS.items()}
+    path = save(tmp_path, 1, run_data(medians=renamed))
+    run = report.read_run(str(path))
+    assert {key[3] for key in run["rows"]} == {"eager", "compile-step-im2col", "compile-step"}
+    assert report.main([str(path), "--out", str(tmp_path / "out")]) == 0
+    text = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "torch.compile (compile-step-im2col) not slower" in text  # a compiled row for the targets
+
+
 def test_report_checks_the_performance_targets(tmp_path):
     storage, out = tmp_path / "benchmarks", tmp_path / "results"
-    medians = {**MEDIANS, ("train", 1, "compile"): 0.1e-3, ("train", 64, "compile"): 7.0e-3}
+    medians = {**MEDIANS, ("train", 1, "compile-step-im2col"): 0.1e-3,
+               ("train", 64, "compile-step-im2col"): 7.0e-3}
     save(storage, 1, run_data(medians=medians))
     assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
     text = (out / "REPORT.md").read_text()
     assert ("| batch-1 training step: the fastest backend at least 8x faster than eager "
-            "| compile 10.00x [9.70, 10.30] | met |") in text
-    assert "| torch.compile (compile) not slower than eager at any batch | slowest at batch 64: " \
-        "0.86x [0.83, 0.88] | not met |" in text
+            "| compile-step-im2col 10.00x [9.70, 10.30] | met |") in text
+    assert ("| torch.compile (compile-step-im2col) not slower than eager at any batch | slowest at batch 64: "
+            "0.86x [0.83, 0.88] | not met |") in text
 
     # an interval that straddles the line decides nothing
-    medians = {**MEDIANS, ("train", 1, "compile"): 1e-3 / 8.1, ("train", 64, "compile"): 6.1e-3}
+    medians = {**MEDIANS, ("train", 1, "compile-step-im2col"): 1e-3 / 8.1,
+               ("train", 64, "compile-step-im2col"): 6.1e-3}
     save(storage, 2, run_data(medians=medians, when="2026-11-28T00:00:00+00:00", width=0.05))
     assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
     text = (out / "REPORT.md").read_text()
-    assert "| compile 8.10x [7.69, 8.51] | undecided |" in text
+    assert "| compile-step-im2col 8.10x [7.69, 8.51] | undecided |" in text
     assert "| slowest at batch 64: 0.98x [0.93, 1.03] | undecided |" in text
 
 
 def test_report_marks_cells_measured_under_noise_and_shows_memory(tmp_path):
     storage, out = tmp_path / "benchmarks", tmp_path / "results"
-    extra = {"compile": {"noise_others_cpu": 0.30, "noise_steal": 0.0, "memory_peak_bytes": 3 * 2**20,
-                         "held_bytes": 40 * 2**20, "first_call_cache": {"hits": 0, "misses": 2}},
+    extra = {"compile-step-im2col": {"noise_others_cpu": 0.30, "noise_steal": 0.0,
+                                     "memory_peak_bytes": 3 * 2**20, "held_bytes": 40 * 2**20,
+                                     "first_call_cache": {"hits": 0, "misses": 2}},
              "torchscript": {"noise_others_cpu": 0.01, "noise_steal": 0.0}}
     save(storage, 1, run_data(extra=extra))
     assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
     text = (out / "REPORT.md").read_text()
-    cells = table_row(text, "Training step, cpu", "compile", 64)
+    cells = table_row(text, "Training step, cpu", "compile-step-im2col", 64)
     assert cells[5] == "2.00x [1.94, 2.06] (noisy)" and cells[-1] == "30% / 0% (noisy)"
     assert cells[8:10] == ["3.0", "40.0"] and cells[11] == "1.5 (cold cache)"
     assert table_row(text, "Training step, cpu", "torchscript", 64)[-1] == "1% / 0%"
@@ -183,16 +202,16 @@ def test_report_marks_cells_measured_under_noise_and_shows_memory(tmp_path):
 
 def test_report_marks_a_disagreeing_backend(tmp_path):
     storage, out = tmp_path / "benchmarks", tmp_path / "results"
-    extra = {"compile": {"agreement": "FAIL", "agreement_max_abs_error": 0.03},
+    extra = {"compile-step-im2col": {"agreement": "FAIL", "agreement_max_abs_error": 0.03},
              "torchscript": {"agreement": "pass", "agreement_max_abs_error": 1e-7}}
     save(storage, 1, run_data(extra=extra))
     assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
     text = (out / "REPORT.md").read_text()
-    cells = table_row(text, "Training step, cpu", "compile", 64)
+    cells = table_row(text, "Training step, cpu", "compile-step-im2col", 64)
     assert cells[5] == "2.00x [1.94, 2.06] FAIL" and cells[12] == "FAIL (max abs err 3.0e-02)"
     assert table_row(text, "Training step, cpu", "torchscript", 64)[12].startswith("pass")
     assert table_row(text, "Training step, cpu", "eager", 64)[12] == "not checked"
-    assert "| compile | cpu | 0.5 ms (2.00x [1.94, 2.06] FAIL) |" in text
+    assert "| compile-step-im2col | cpu | 0.5 ms (2.00x [1.94, 2.06] FAIL) |" in text
 
 
 def test_compare_flags_an_injected_2x_slowdown(tmp_path, capsys):
@@ -254,7 +273,8 @@ def test_compare_notes_another_machine_in_one_line_and_goes_on(tmp_path, capsys)
     storage = tmp_path / "benchmarks"
     save(storage, 1, run_data(when="2026-11-26T00:00:00+00:00"))
     other = dict(MACHINE, cpu_model="AMD EPYC 9R14", cpu={"brand_raw": "AMD EPYC 9R14"})
-    save(storage, 1, slowed(run_data(machine=other), "compile"), machine_id="Linux-CPython-3.11-64bit-other")
+    save(storage, 1, slowed(run_data(machine=other), "compile-step-im2col"),
+         machine_id="Linux-CPython-3.11-64bit-other")
     assert compare.main(["--storage", str(storage)]) == 1  # still compared, and the slowdown found
     notes = [line for line in capsys.readouterr().out.splitlines() if "different machines" in line]
     assert len(notes) == 1 and "AMD EPYC 9R14" in notes[0]
@@ -386,14 +406,15 @@ def test_calibration_sets_runs_side_by_side(tmp_path, capsys):
     # third run: compile reads 2.2x at batch 64 train, outside the others' intervals
     third = run_data(when="2026-11-26T02:00:00+00:00")
     for bench in third["benchmarks"]:
-        if bench["name"] == "test_train_step[cpu-64-compile]":
+        if bench["name"] == "test_train_step[cpu-64-compile-step-im2col]":
             bench["extra_info"].update(speedup=2.2, speedup_low=2.13, speedup_high=2.27)
     save(storage, 3, third)
     assert calibration.main(["--storage", str(storage), "--out", str(out)]) == 0
     text = (out / "calibration.md").read_text()
     # 4 train cells (compile, torchscript x batch 1, 64); compile b64: spread 2.2/2 = 1.10, its two
     # agreeing runs hold each other's medians (2 of 6), the third holds neither; others 6 of 6
-    row = "| compile | 64 | 2.00x [1.94, 2.06] | 2.00x [1.94, 2.06] | 2.20x [2.13, 2.27] | 1.10 | 2/6 |"
+    row = ("| compile-step-im2col | 64 | 2.00x [1.94, 2.06] | 2.00x [1.94, 2.06] | 2.20x [2.13, 2.27] "
+           "| 1.10 | 2/6 |")
     assert row in text
     assert "| 20/24 |" not in text and "83%" in text  # 20 of 24 pairs
     assert "| not met |" in text  # coverage 83% < 90%

@@ -268,3 +268,37 @@ def fraction_changed(pool):
     fixed.train_step(x, target)
     after = torch.cat([p.flatten() for p in fixed.parameters().values()])
     return on_pool, (before != after).float().mean().item()
+
+
+@pytest.mark.parametrize("recompiles", [False, True])
+def test_a_recompile_inside_the_timed_rounds_fails_the_benchmark(recompiles):
+    """A runner whose compiled step recompiles after its warm-up (here: a guard on a Python int that
+    changes every call) must fail rather than have its compilations timed; one that does not, passes."""
+    from bench import test_benchmarks
+    from bench.conftest import RunnerCache
+
+    cache = RunnerCache(check_agreement=False)
+    runner = cache.get("eager", "cpu", 2).runner
+    calls = []
+
+    @torch.compile(backend="eager", dynamic=False)  # no Inductor: the guard is what matters here
+    def scaled_sum(x, scale):
+        return x.sum() * scale
+
+    def train_step(x, target):
+        calls.append(x)
+        return scaled_sum(x, len(calls) if recompiles else 1)
+
+    runner.train_step = train_step
+
+    class RoundsBenchmark(FakeBenchmark):
+        def __call__(self, function):
+            return [function() for _ in range(3)][-1]
+
+    if recompiles:
+        with pytest.raises(RuntimeError, match="fail_on_recompile"):
+            test_benchmarks.run_benchmark(RoundsBenchmark(), cache, "train", "eager", 2, "cpu")
+        assert len(calls) == test_benchmarks.WARMUP_CALLS + 1  # warm-up compiled freely; round 1 failed
+    else:
+        test_benchmarks.run_benchmark(RoundsBenchmark(), cache, "train", "eager", 2, "cpu")
+        assert len(calls) == test_benchmarks.WARMUP_CALLS + 3

@@ -24,22 +24,49 @@ torch.backends.cuda.matmul.allow_tf32 = False
 # name -> (module in bench.backends, options for its Runner)
 CONFIGS = {
     "eager": ("eager", {}),
-    # The Net's convolutions and pools lowered to im2col, C++ wrapper on CPU, torch.compile's default mode.
-    # No autotuning: with mode "max-autotune-no-cudagraphs" every GEMM of the CPU training step still had
-    # one candidate (aten's; Inductor's C++ GEMM template needs constant weights), so nothing was picked,
-    # and its measured gain was noise (results/autotune.md); on CUDA it would time Triton kernels on a
-    # noisy machine and make the speed hang on those picks.
-    "compile": ("compile", {}),
-    "compile-aten": ("compile", {"im2col": False, "cpp_wrapper": False}),  # torch.compile's defaults
-    "compile-cudagraphs": ("compile", {"mode": "reduce-overhead"}),  # CUDA graphs; CUDA only
-    "aotinductor": ("aotinductor", {}),  # compile's step built ahead of time into a C++ library
+    # torch.compile as users write it for training (bench/backends/compile_loop.py): the tutorial's
+    # loop around torch.compile(net); the same with optimizer.step compiled (PyTorch's recipe); the
+    # whole iteration under one torch.compile with compiled autograd (PyTorch's dynamo benchmarks).
+    "compile-net": ("compile_loop", {}),
+    "compile-net-opt": ("compile_loop", {"optimizer": True}),
+    "compile-iter": ("compile_loop", {"whole_iteration": True}),
+    # The whole step written functionally (torch.func gradients, SGD update in place) as one graph
+    # (bench/backends/compile.py). compile-step: torch.compile's default mode and Inductor's defaults.
+    # compile-step-im2col: the Net's convolutions and pools rewritten to im2col while traced, and
+    # Inductor's C++ wrapper on CPU. No autotuning: with mode "max-autotune-no-cudagraphs" every GEMM
+    # of the CPU training step still had one candidate (aten's; Inductor's C++ GEMM template needs
+    # constant weights), so nothing was picked, and its measured gain was noise (results/autotune.md);
+    # on CUDA it would time Triton kernels on a noisy machine and make the speed hang on those picks.
+    "compile-step": ("compile", {"im2col": False, "cpp_wrapper": False}),
+    # compile-step with Inductor's layout optimisation off (on CPU it makes every graph with a convolution
+    # channels-last; for this Net's thin 6- and 16-channel maps that measured about 30% slower at batch 64
+    # and 256: results/compile_study.md) and the C++ wrapper on CPU.
+    "compile-step-nchw": ("compile", {"im2col": False, "inductor_options": {"layout_optimization": False}}),
+    "compile-step-im2col": ("compile", {}),
+    "compile-step-im2col-cudagraphs": ("compile", {"mode": "reduce-overhead"}),  # CUDA graphs; CUDA only
+    "aotinductor": ("aotinductor", {}),  # compile-step-im2col's step built ahead of time into a C++ library
     "torchscript": ("torchscript", {}),
     "onnxruntime": ("onnxruntime", {}),
     # The training graph without Col2Im and MaxUnpool (ConvTranspose, an Equal mask); on CUDA both run it.
     "onnxruntime-portable": ("onnxruntime", {"train_graph": "portable"}),
 }
+# Modules whose configurations run torch.compile at call time (Dynamo, guards, recompiles).
+TORCH_COMPILE_MODULES = {"compile", "compile_loop"}
+# Names saved runs in results/ still carry, and the configuration each is now called.
+RENAMED = {"compile": "compile-step-im2col", "compile-aten": "compile-step",
+           "compile-cudagraphs": "compile-step-im2col-cudagraphs"}
 DEFAULT_CONFIGS = list(CONFIGS)
 DEVICES = ["cpu", "cuda"]
+
+
+def current_name(name):
+    """The configuration's name today, for a name a saved run may carry from before a rename."""
+    return RENAMED.get(name, name)
+
+
+def is_torch_compile(name):
+    """Whether configuration `name` runs through torch.compile (Dynamo) when called."""
+    return name in CONFIGS and CONFIGS[name][0] in TORCH_COMPILE_MODULES
 
 
 def check_choice(kind, value, choices):

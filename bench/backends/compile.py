@@ -14,14 +14,15 @@ Options:
               or "reduce-overhead" (CUDA graphs, CUDA only)
   cpp_wrapper Inductor calls its kernels from generated C++, not Python (less overhead);
               None (default) means on for CPU, off for CUDA
-  im2col      while the Net runs, its convolutions are lowered to k*k shifted slices + one
-              matmul and its 2x2 max-pools to a reshape + amax (a TorchFunctionMode, so the
-              Net itself stays the one definition), so Inductor fuses the im2col, bias,
-              relu and pooling, and their backward, into its own kernels instead of calling
-              aten's convolution and max-pool kernels. Same sums in another order: agrees
-              with eager to ~1e-7. At a tie inside a pooling window amax splits the gradient
-              where max-pool picks one input; after a relu the only likely ties are zeros,
-              whose gradient the relu zeroes anyway.
+  inductor_options  more Inductor config for torch.compile's `options` (bench.compile_study tries some)
+  im2col      True, False or "pools" (only the pools rewritten). While the Net runs, its
+              convolutions are lowered to k*k shifted slices + one matmul and its 2x2 max-pools
+              to a reshape + amax (a TorchFunctionMode, so the Net itself stays the one
+              definition), so Inductor fuses the im2col, bias, relu and pooling, and their
+              backward, into its own kernels instead of calling aten's convolution and max-pool
+              kernels. Same sums in another order: agrees with eager to ~1e-7. At a tie inside a
+              pooling window amax splits the gradient where max-pool picks one input; after a
+              relu the only likely ties are zeros, whose gradient the relu zeroes anyway.
 """
 
 import contextlib
@@ -81,11 +82,16 @@ ONE, ZERO, TWO = (1, (1, 1), [1, 1]), (0, (0, 0), [0, 0]), (2, (2, 2), [2, 2])
 
 class Im2colLowering(TorchFunctionMode):
     """Runs F.conv2d (stride 1, no padding) as conv2d_im2col and F.max_pool2d (2x2) as
-    max_pool2x2; any other call, or other arguments, run unchanged."""
+    max_pool2x2; any other call, or other arguments, run unchanged. convolutions=False leaves the
+    convolutions to aten (the pools alone rewritten)."""
+
+    def __init__(self, convolutions=True):
+        super().__init__()
+        self.convolutions = convolutions
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.conv2d:
+        if func is F.conv2d and self.convolutions:
             a = bind(["input", "weight", "bias", "stride", "padding", "dilation", "groups"], args, kwargs)
             if (a.get("stride", 1) in ONE and a.get("padding", 0) in ZERO and a.get("dilation", 1) in ONE
                     and a.get("groups", 1) == 1):
@@ -102,7 +108,7 @@ class Im2colLowering(TorchFunctionMode):
 
 class Runner:
     def __init__(self, state_dict, device="cpu", dtype=torch.float32, mode="default", cpp_wrapper=None,
-                 im2col=True):
+                 im2col=True, inductor_options=None):
         self.device, self.dtype = torch.device(device), dtype
         net = model.Net().to(device=device, dtype=dtype)
         net.load_state_dict(state_dict)
@@ -115,7 +121,7 @@ class Runner:
                 torch._dynamo.mark_static_address(p)
 
         def forward(params, x):
-            with Im2colLowering() if im2col else contextlib.nullcontext():
+            with Im2colLowering(convolutions=im2col is True) if im2col else contextlib.nullcontext():
                 return functional_call(net, dict(zip(self.names, params)), (x,))
 
         loss_and_grads = grad_and_value(lambda params, x, target: model.loss_fn(forward(params, x), target))
@@ -128,7 +134,8 @@ class Runner:
 
         if cpp_wrapper is None:  # on for CPU, where the Python wrapper's overhead shows at small batches
             cpp_wrapper = self.device.type == "cpu"
-        options = dict(torch._inductor.list_mode_options(mode), cpp_wrapper=cpp_wrapper)
+        options = dict(torch._inductor.list_mode_options(mode), cpp_wrapper=cpp_wrapper,
+                       **(inductor_options or {}))
         self._step = torch.compile(step, dynamic=False, fullgraph=True, options=options)
         self._infer = torch.compile(forward, dynamic=False, fullgraph=True, options=options)
 
