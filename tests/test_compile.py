@@ -21,6 +21,9 @@ def trained():
     reason = backends.unavailable("compile-net", "cpu")
     if reason:
         pytest.skip(reason)
+    # A fresh Dynamo, as in a user's new process: the graph breaks a runner records are those its first
+    # step traces, and frames other runners of this process compiled before would not be traced again.
+    torch._dynamo.reset()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny steps on a shared 2-core machine
     try:

@@ -231,12 +231,12 @@ def test_compare_flags_an_injected_2x_slowdown(tmp_path, capsys):
 def test_compare_fails_a_candidate_that_disagrees_with_float64(tmp_path, capsys):
     storage = tmp_path / "benchmarks"
     base = save(storage, 1, run_data(when="2026-11-26T00:00:00+00:00"))
-    cand = save(storage, 2, run_data(extra={"compile": {"agreement": "FAIL"}}))
+    cand = save(storage, 2, run_data(extra={"compile-step-im2col": {"agreement": "FAIL"}}))
     assert compare.main([str(base), str(cand)]) == 1  # as fast as before, but wrong
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("agreement FAIL")]
     assert lines == ["agreement FAIL in the candidate (its numbers disagree with float64; do not trust its "
-                     "speedups): forward cpu batch=1 compile, forward cpu batch=64 compile, "
-                     "train cpu batch=1 compile, train cpu batch=64 compile"]
+                     "speedups): " + ", ".join(f"{mode} cpu batch={batch} compile-step-im2col"
+                                               for mode in ("forward", "train") for batch in (1, 64))]
     assert compare.main([str(cand), str(base)]) == 0  # a FAIL in the baseline is not the candidate's
 
 
