@@ -8,8 +8,9 @@
   and `<key>.updated` for every parameter: p - lr * dloss/dp, one SGD step. The learning rate
   is model.LEARNING_RATE (0.01), baked into the graph as a constant (not an input).
 
-Both use the standard ONNX domain only. ONNX Runtime has no usable training build any more
-(see design.md), so the training step is traced as a plain function: torch.func.grad_and_value
+Both use the standard ONNX domain only. ONNX Runtime has no usable training build any more (its
+training packages stopped at 1.19.2, are deprecated and need onnx<=1.17; ONNX's Gradient op is
+not implemented by ONNX Runtime), so the training step is traced as a plain function: torch.func.grad_and_value
 over torch.func.functional_call, then the SGD update, captured with make_fx and exported with
 torch.onnx.export(dynamo=True). Before export, each ReLU's backward mask is moved ahead of
 the max-pool backward (_mask_before_unpool: same result on a 4x smaller tensor).

@@ -14,7 +14,8 @@ NUM_OUTPUTS = 10
 
 
 class Net(nn.Module):
-    """The seed tutorial's LeNet-style network, its two listing bugs fixed."""
+    """The tutorial's LeNet-style network (a PyTorch tutorial, "from PyTorch to NLP, chapter 1: building a
+    neural network"), the two bugs of its listing fixed."""
 
     def __init__(self):
         super().__init__()
@@ -34,8 +35,8 @@ class Net(nn.Module):
         x = F.relu(self.fc2(x))
         return self.fc3(x)
 
-    def num_flat_features(self, x):  # the seed lacks this colon
-        size = x.size()[1:]  # the seed has x.size[1:]; all dimensions but the batch
+    def num_flat_features(self, x):  # the tutorial's listing lacks this colon
+        size = x.size()[1:]  # the listing has x.size[1:]; all dimensions but the batch
         num_features = 1
         for s in size:
             num_features *= s
