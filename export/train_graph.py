@@ -10,10 +10,11 @@
 
 Both use the standard ONNX domain only. ONNX Runtime has no usable training build any more (its
 training packages stopped at 1.19.2, are deprecated and need onnx<=1.17; ONNX's Gradient op is
-not implemented by ONNX Runtime), so the training step is traced as a plain function: torch.func.grad_and_value
-over torch.func.functional_call, then the SGD update, captured with make_fx and exported with
-torch.onnx.export(dynamo=True). Before export, each ReLU's backward mask is moved ahead of
-the max-pool backward (_mask_before_unpool: same result on a 4x smaller tensor).
+not implemented by ONNX Runtime), so the training step is traced as a plain function:
+torch.func.grad_and_value over torch.func.functional_call, then the SGD update, captured with
+make_fx and exported with torch.onnx.export(dynamo=True). Before export, each ReLU's backward
+mask is moved ahead of the max-pool backward (_mask_before_unpool: same result on a 4x smaller
+tensor).
 
 The training step comes in two variants (TRAIN_GRAPHS), built by the same code:
 
