@@ -15,7 +15,6 @@ import itertools
 import json
 import os
 import sys
-import time
 
 import torch
 
@@ -24,19 +23,6 @@ from bench import backends, harness, noise, timing
 from bench.harness import Parser, UsageError
 
 BLOCKS = [("one call", 1e-9), ("10 ms", 0.01), ("50 ms", 0.05), ("200 ms", 0.2)]
-
-
-class Rounds:
-    """Stands in for pytest-benchmark's fixture in timing.paired: runs the rounds, keeps their times."""
-
-    def pedantic(self, target, setup, rounds, iterations=1, warmup_rounds=0):
-        self.stats = type("Stats", (), {})()
-        self.stats.stats = type("Data", (), {"data": []})()
-        for _ in range(rounds):
-            setup()
-            start = time.perf_counter()
-            target()
-            self.stats.stats.data.append(time.perf_counter() - start)
 
 
 def step_of(name, batch_size):
@@ -83,7 +69,9 @@ def main(argv=None):
         row = {"backend": name, "batch_size": batch_size}
         monitor = noise.Monitor().start()
         for label, block in BLOCKS:
-            info = timing.paired(Rounds(), call, eager, seconds=args.seconds, block_seconds=block)
+            blocks = timing.paired_blocks(call, eager, seconds=args.seconds, block_seconds=block,
+                                          min_block_calls=1)
+            info = timing.summarize([blocks])
             row[label] = [info["speedup"], info["speedup_low"], info["speedup_high"]]
         row["sequential"] = sequential(call, eager, args.seconds)
         row.update(monitor.stop())

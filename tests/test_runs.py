@@ -200,7 +200,7 @@ def test_benchmark_of_a_disagreeing_runner_fails_after_its_timings(monkeypatch):
 
 
 def test_timed_training_step_updates_the_parameters_every_round(backend):
-    from bench import test_benchmarks
+    from bench import test_benchmarks, worker
     from bench.conftest import RunnerCache
 
     cache = RunnerCache(check_agreement=False)
@@ -224,7 +224,7 @@ def test_timed_training_step_updates_the_parameters_every_round(backend):
     test_benchmarks.run_benchmark(RoundsBenchmark(), cache, "train", backend, 4, "cpu")
     for before, after in zip(snapshots, snapshots[1:]):
         assert all(not torch.equal(before[k], after[k]) for k in before)
-    timed = batches[test_benchmarks.WARMUP_CALLS:]
+    timed = batches[worker.WARMUP_CALLS:]
     assert len({x.data_ptr() for x in timed}) == len(timed)  # a new batch every round
 
 
