@@ -76,22 +76,28 @@ def median_interval(ratios, confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):
     return float(np.median(values)), float(low), float(high)
 
 
-def hierarchical_interval(groups, confidence=CONFIDENCE, resamples=RESAMPLES // 2, seed=0):
-    """(median, low, high) over ratios grouped by process: the median of all of them, and a
-    percentile-bootstrap interval that resamples the processes, then the pairs within each drawn
-    process. With one process it is median_interval's; with several, a process that reads apart
-    from the others widens the interval, as a new process would."""
+def hierarchical_medians(groups, resamples=RESAMPLES // 2, seed=0):
+    """Bootstrap medians of ratios grouped by process: each resample draws the processes with
+    replacement, then the pairs within each drawn process, and takes the median of what it drew."""
     groups = [np.asarray(group, dtype=float) for group in groups if len(group)]
-    if not groups:
-        return math.nan, math.nan, math.nan
     rng = np.random.default_rng(seed)
     medians = np.empty(resamples)
     for i in range(resamples):
         drawn = [groups[p] for p in rng.integers(0, len(groups), len(groups))]
         medians[i] = np.median(np.concatenate([group[rng.integers(0, group.size, group.size)]
                                                for group in drawn]))
+    return medians
+
+
+def hierarchical_interval(groups, confidence=CONFIDENCE, resamples=RESAMPLES // 2, seed=0):
+    """(median, low, high) over ratios grouped by process: the median of all of them, and the
+    percentile interval of hierarchical_medians. With one process it is median_interval's; with
+    several, a process that reads apart from the others widens the interval, as a new process would."""
+    groups = [group for group in groups if len(group)]
+    if not groups:
+        return math.nan, math.nan, math.nan
     tail = (1 - confidence) / 2
-    low, high = np.quantile(medians, [tail, 1 - tail])
+    low, high = np.quantile(hierarchical_medians(groups, resamples, seed), [tail, 1 - tail])
     return float(np.median(np.concatenate(groups))), float(low), float(high)
 
 
