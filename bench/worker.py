@@ -53,13 +53,20 @@ def warm(call, calls=WARMUP_CALLS):
         call()
 
 
+def second_eager(device):
+    """The A/A's other side: an eager runner of its own, from its own copy of the start weights."""
+    from bench.conftest import AGREEMENT_SEED
+
+    return backends.create(BASELINE, model.make_net(seed=AGREEMENT_SEED).state_dict(), device=device)
+
+
 def measure_cells(names, modes, device, batch_size, seconds, say):
-    from bench.conftest import AGREEMENT_SEED, FirstCalls, RunnerCache
+    from bench.conftest import FirstCalls, RunnerCache
 
     cache = RunnerCache(check_agreement=True, selected=list(dict.fromkeys([BASELINE, *names])), say=say)
     cells = {name: cache.get(name, device, batch_size) for name in dict.fromkeys([BASELINE, *names])}
     pool = cache.pool(device, batch_size)
-    twin = backends.create(BASELINE, model.make_net(seed=AGREEMENT_SEED).state_dict(), device=device)
+    twin = second_eager(device)
     out = {name: {"setup_seconds": cell.setup_seconds, "agreement": cell.agreement,
                   "info": getattr(cell.runner, "info", {}), "modes": {}} for name, cell in cells.items()}
     for mode in modes:
