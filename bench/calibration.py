@@ -53,8 +53,11 @@ def calibrate(runs):
         holds = [low <= intervals[j][0] <= high
                  for (i, (_, low, high)), j in itertools.product(enumerate(intervals), range(len(runs)))
                  if i != j]
+        processes = [p for run in runs for p in (run["rows"][key].get("process_speedups") or [])]
+        several = len(processes) > len(runs)  # some run had more than one process per cell
         cells.append({"mode": key[0], "device": key[1], "batch_size": key[2], "backend": key[3],
-                      "threads": key[4],
+                      "threads": key[4], "processes": len(processes),
+                      "process_spread": max(processes) / min(processes) if several else None,
                       "intervals": intervals, "noisy": [bool(run["rows"][key].get("noisy")) for run in runs],
                       "spread": max(medians) / min(medians), "held": sum(holds), "pairs": len(holds)})
     return cells
@@ -91,7 +94,9 @@ def render(runs, cells, totals):
     rows = [[cell["backend"], cell["threads"], cell["batch_size"],
              *[interval_text(interval) + (f" {NOISY_MARK}" if noisy else "")
                for interval, noisy in zip(cell["intervals"], cell["noisy"])],
-             f"{cell['spread']:.2f}", f"{cell['held']}/{cell['pairs']}"] for cell in cells]
+             f"{cell['spread']:.2f}", f"{cell['held']}/{cell['pairs']}",
+             "-" if cell["process_spread"] is None else f"{cell['process_spread']:.2f} ({cell['processes']})"]
+            for cell in cells]
     by_threads = {}
     for cell in cells:
         by_threads.setdefault(cell["threads"], []).append(cell)
@@ -110,7 +115,9 @@ def render(runs, cells, totals):
         "",
         "Training step, every backend's paired speedup against eager, median [95% interval], per run; "
         "spread is the largest of the runs' medians over the smallest; held is how many times one "
-        "run's interval holds another run's median.",
+        "run's interval holds another run's median; process spread is the largest over the smallest "
+        "of every worker process's own median in these runs (how many processes), - for runs timed "
+        "in one process per cell.",
         "",
         "<!-- summary:start -->",
         f"| target (issues 12 and 19, {len(runs)} runs of the main command) | measured | answer |",
@@ -119,7 +126,7 @@ def render(runs, cells, totals):
         "",
         f"Main command's duration: {durations}.",
         "",
-        markdown_table(["backend", "threads", "batch", *names, "spread", "held"], rows),
+        markdown_table(["backend", "threads", "batch", *names, "spread", "held", "process spread"], rows),
         "<!-- summary:end -->",
         "",
     ]
