@@ -28,13 +28,15 @@ def pytest_addoption(parser):
                     help="worker processes per cell: the first fills the compile caches, each times every "
                          "backend paired with eager, and the interval covers them all (default: %(default)s)")
     group.addoption("--quick", action="store_true",
-                    help="a fast look: one process, one thread count (the first of --threads, else 1)")
-    group.addoption("--paired-seconds", default=str(timing.PAIRED_SECONDS),
+                    help="a fast look: one process, one thread count (the first of --threads, else 1), "
+                         f"{QUICK_PAIRED_SECONDS:g} s of pairing unless --paired-seconds says otherwise")
+    group.addoption("--paired-seconds", default=None,
                     help="seconds of paired timing per benchmark, eager's blocks and the backend's "
-                         "together, over all its processes (default: %(default)s)")
+                         f"together, over all its processes (default: {timing.PAIRED_SECONDS:g})")
 
 
 PROCESSES = 3  # pyperf's fast mode never uses fewer
+QUICK_PAIRED_SECONDS = 1.0
 
 
 def all_cores():
@@ -75,7 +77,8 @@ def pytest_configure(config):
                                 f"got {config.getoption('processes')!r}")
     config.stash[PROCESS_COUNT] = 1 if config.getoption("quick") else processes[0]
     try:
-        config.stash[PAIRED_SECONDS] = float(config.getoption("paired_seconds"))
+        default = QUICK_PAIRED_SECONDS if config.getoption("quick") else timing.PAIRED_SECONDS
+        config.stash[PAIRED_SECONDS] = float(config.getoption("paired_seconds") or default)
         if not config.stash[PAIRED_SECONDS] > 0:
             raise ValueError
     except ValueError:

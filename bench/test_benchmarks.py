@@ -66,6 +66,9 @@ def measured_info(processes, backend, mode_name):
 
 def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, device, threads=None,
                   measurements=None):
+    reason = backends.unavailable(backend, device)
+    if reason:
+        pytest.skip(f"{backend} on {device}: {reason}")
     flops = harness.count_flops(mode_name, batch_size)
     threads = threads or torch.get_num_threads()
     benchmark.group = f"{mode_name} {device} batch={batch_size} threads={threads}"
