@@ -28,6 +28,7 @@ import numpy as np
 BLOCK_SECONDS = 0.05
 PAIRED_SECONDS = 2.0  # both sides together, per benchmark, over all its processes
 MIN_PAIRS = 6  # per process: whole E B | B E cycles, enough to bootstrap within it
+OVERRUN = 3  # a process stops pairing, after whole cycles and MIN_PAIRS, past OVERRUN x its budget
 MIN_BLOCK_CALLS = 3  # several calls per block at every batch size (one call per block reads cache effects)
 CONFIDENCE = 0.95
 RESAMPLES = 4000
@@ -106,7 +107,9 @@ def paired_blocks(call, baseline, seconds=PAIRED_SECONDS, block_seconds=BLOCK_SE
     """Time `call` in blocks alternating with blocks of `baseline` (E B | B E | ...), from calls
     already warm. Returns the data: the seconds of every timed call of `call` (its rounds), each
     block's total on both sides (block i of one side pairs with block i of the other), and the
-    calls per block. `baseline` may be another runner of the same backend (an A/A)."""
+    calls per block. `baseline` may be another runner of the same backend (an A/A). On a machine
+    that slows down past the blocks' sizing (a neighbour holding the other core of a two-thread
+    team) it stops after OVERRUN x `seconds`, with at least MIN_PAIRS pairs, so a run stays bounded."""
     block_seconds = min(block_seconds, seconds / (2 * MIN_PAIRS))  # short runs: shorter blocks, not fewer
     per_call, per_baseline = seconds_per_call(call), seconds_per_call(baseline)
     k_call, k_base = (calls_per_block(per, block_seconds, min_block_calls)
@@ -115,7 +118,10 @@ def paired_blocks(call, baseline, seconds=PAIRED_SECONDS, block_seconds=BLOCK_SE
     pairs = max(MIN_PAIRS, round(seconds / pair_seconds))
     pairs += pairs % 2  # whole E B | B E cycles
     call_times, call_blocks, baseline_blocks = [], [], []
+    start = time.perf_counter()
     for pair in range(pairs):
+        if pair % 2 == 0 and pair >= MIN_PAIRS and time.perf_counter() - start > OVERRUN * seconds:
+            break
         if pair % 2 == 0:
             baseline_blocks.append(timed_block(baseline, k_base))
         times = timed_calls(call, k_call)

@@ -139,3 +139,15 @@ def test_peak_memory_sees_an_allocation_inside_the_call():
         pytest.skip("/proc/self/clear_refs is not writable here")
     assert info["memory_peak_bytes"] >= 0.9 * size
     assert memory.peak_over_call(lambda: None)["memory_peak_bytes"] < 0.5 * size
+
+
+def test_pairing_stops_when_the_machine_slows_far_past_its_sizing(monkeypatch):
+    """Sized on a quick machine (10 pairs of 50 ms blocks for 1 s), then 20x slower: the process
+    stops at the first whole cycle past OVERRUN x its budget that has MIN_PAIRS pairs, instead of
+    running all 10 pairs 20x as long."""
+    simulated = Clock(slowness=lambda t: 1.0 if t < 0.05 else 20.0)
+    monkeypatch.setattr(timing.time, "perf_counter", simulated)
+    eager, backend = simulated.work("E", 1e-3), simulated.work("B", 1e-3)
+    blocks = timing.paired_blocks(backend, eager, seconds=1.0)
+    assert blocks["block_calls"] == blocks["baseline_block_calls"] == 50
+    assert len(blocks["call_blocks"]) == len(blocks["baseline_blocks"]) == timing.MIN_PAIRS < 10
