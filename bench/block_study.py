@@ -1,6 +1,6 @@
 """Does the block length of paired timing bias the ratio? A measurement, not a test.
 
-    python -m bench.block_study [--cells aotinductor:1,compile:256,onnxruntime:1] [--seconds 4]
+    python -m bench.block_study [--cells aotinductor:1,compile:256,onnxruntime:1] [--seconds 4] [--threads N]
 
 For each cell (backend:batch, training step on CPU) the paired speedup against eager is measured
 with blocks of one call each, 10 ms, 50 ms (the benchmarks' choice) and 200 ms, and then by a long
@@ -52,6 +52,8 @@ def main(argv=None):
     parser.add_argument("--cells", default="aotinductor:1,compile:256,onnxruntime:1",
                         help="backend:batch pairs (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per measurement (default 4)")
+    parser.add_argument("--threads", type=harness.positive, default=None,
+                        help="intra-op threads, set before any runner is made (default: torch's own)")
     parser.add_argument("--out", type=harness.output_folder, default="results")
     try:
         args = parser.parse_args(argv)
@@ -63,6 +65,8 @@ def main(argv=None):
     except (UsageError, argparse.ArgumentTypeError) as error:
         print(f"python -m bench.block_study: error: {error}", file=sys.stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     results = []
     for name, batch_size in cells:
         eager, call = step_of("eager", batch_size), step_of(name, batch_size)
@@ -78,7 +82,8 @@ def main(argv=None):
         results.append(row)
         print(json.dumps(row), flush=True)
     lines = ["# Paired timing: block length against a long sequential measurement", "",
-             f"Command: `python -m bench.block_study --cells {args.cells} --seconds {args.seconds:g}`; "
+             f"Command: `python -m bench.block_study --cells {args.cells} --seconds {args.seconds:g}"
+             + (f" --threads {args.threads}" if args.threads else "") + "`; "
              f"torch {torch.__version__}, {torch.get_num_threads()} threads, {harness.cpu_model()}. "
              "Training step, speedup of the backend against eager: paired median [95% interval] per "
              "block length; sequential is E B B E in pieces of a quarter of the time each (first half "
