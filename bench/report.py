@@ -281,6 +281,8 @@ def speedup_text(run, key):
     row, interval = run["rows"][key], speedup_interval(run, key)
     if key[3] == BASELINE:  # eager paired with itself: the method's own zero, which should read 1
         text = f"A/A {interval_text(interval)}" if interval else "1x"
+        if interval and not interval[1] <= 1 <= interval[2]:
+            text += " " + AA_OFF_MARK  # two eager runners read apart: the pairing's own error shows here
     elif interval:
         text = interval_text(interval)
     else:
@@ -294,6 +296,7 @@ def speedup_text(run, key):
 
 
 NOISY_MARK = "(noisy)"
+AA_OFF_MARK = "(A/A off 1)"
 
 
 def rate(value):
@@ -369,7 +372,7 @@ def render_markdown(run, charts):
         "`[low, high]` (processes resampled, then pairs within them: the interval covers the spread "
         "between processes; `bench/timing.py`). Eager's own row pairs eager with a second, independent "
         "eager runner (its own weights, its own place in the batch pool): the A/A should read 1, and "
-        "how far it strays is the method's error. "
+        f"how far it strays is the method's error; {AA_OFF_MARK} marks an A/A whose interval excludes 1. "
         f"{NOISY_MARK} marks a cell during which other processes used more than "
         f"{100 * noise.NOISY_SHARE:.0f}% of the machine's CPU time, or the hypervisor stole as much; "
         "noise that no counter sees (a neighbour's memory traffic) is not marked; results/calibration.md "

@@ -484,3 +484,17 @@ def test_compare_leaves_a_single_process_change_undecided(tmp_path, capsys):
     cand = save(storage, 2, slowed(one, "torchscript"))
     assert compare.main([str(base), str(cand)]) == 0
     assert "4 undecided" in capsys.readouterr().out
+
+
+def test_an_a_a_whose_interval_excludes_1_is_marked(tmp_path):
+    storage, out = tmp_path / "benchmarks", tmp_path / "results"
+    data = run_data()
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        if (info.get("mode"), info.get("batch_size"), info.get("backend")) == ("train", 64, "eager"):
+            info.update(speedup=1.08, speedup_low=1.05, speedup_high=1.11)
+    save(storage, 1, data)
+    assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
+    text = (out / "REPORT.md").read_text()
+    assert table_row(text, "Training step, cpu", "eager", 64)[5] == "A/A 1.08x [1.05, 1.11] (A/A off 1)"
+    assert table_row(text, "Training step, cpu", "eager", 1)[5] == "A/A 1.00x [0.97, 1.03]"
