@@ -39,6 +39,8 @@ INLINED = [("calibration.md", "Calibration: do the speedups hold still across ru
 COMPANIONS = [
     ("calibration.md", "three runs of the main command side by side (`python -m bench.calibration`)"),
     ("block_length.md", "paired ratios against block length and a long sequential measurement"),
+    ("block_length_threads1.md", "the block-length study at 1 thread (`bench.block_study --threads 1`)"),
+    ("block_length_threads2.md", "the block-length study at 2 threads (`bench.block_study --threads 2`)"),
     ("autotune.md", "compile's autotuning picks, cold, three times"),
     ("DDP.md", "the training step data-parallel under torchrun (`python -m bench.ddp`)"),
     ("agreement.md", "every backend against float64 after 1 and 20 steps (`python -m bench.agreement`)"),
