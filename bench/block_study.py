@@ -1,6 +1,7 @@
 """Does the block length of paired timing bias the ratio? A measurement, not a test.
 
     python -m bench.block_study [--cells aotinductor:1,compile-step-im2col:256,onnxruntime:1] [--seconds 4]
+                                [--threads N]
 
 For each cell (backend:batch, training step on CPU) the paired speedup against eager is measured
 with blocks of one call each, 10 ms, 50 ms (the benchmarks' choice) and 200 ms, and then by a long
@@ -15,7 +16,6 @@ import itertools
 import json
 import os
 import sys
-import time
 
 import torch
 
@@ -24,19 +24,6 @@ from bench import backends, harness, noise, timing
 from bench.harness import Parser, UsageError
 
 BLOCKS = [("one call", 1e-9), ("10 ms", 0.01), ("50 ms", 0.05), ("200 ms", 0.2)]
-
-
-class Rounds:
-    """Stands in for pytest-benchmark's fixture in timing.paired: runs the rounds, keeps their times."""
-
-    def pedantic(self, target, setup, rounds, iterations=1, warmup_rounds=0):
-        self.stats = type("Stats", (), {})()
-        self.stats.stats = type("Data", (), {"data": []})()
-        for _ in range(rounds):
-            setup()
-            start = time.perf_counter()
-            target()
-            self.stats.stats.data.append(time.perf_counter() - start)
 
 
 def step_of(name, batch_size):
@@ -70,6 +57,8 @@ def main(argv=None):
     parser.add_argument("--cells", default="aotinductor:1,compile-step-im2col:256,onnxruntime:1",
                         help="backend:batch pairs (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per measurement (default 4)")
+    parser.add_argument("--threads", type=harness.positive, default=None,
+                        help="intra-op threads, set before any runner is made (default: torch's own)")
     parser.add_argument("--out", type=harness.output_folder, default="results")
     try:
         args = parser.parse_args(argv)
@@ -81,20 +70,25 @@ def main(argv=None):
     except (UsageError, argparse.ArgumentTypeError) as error:
         print(f"python -m bench.block_study: error: {error}", file=sys.stderr)
         return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
     results = []
     for name, batch_size in cells:
         eager, call = step_of("eager", batch_size), step_of(name, batch_size)
         row = {"backend": name, "batch_size": batch_size}
         monitor = noise.Monitor().start()
         for label, block in BLOCKS:
-            info = timing.paired(Rounds(), call, eager, seconds=args.seconds, block_seconds=block)
+            blocks = timing.paired_blocks(call, eager, seconds=args.seconds, block_seconds=block,
+                                          min_block_calls=1)
+            info = timing.summarize([blocks])
             row[label] = [info["speedup"], info["speedup_low"], info["speedup_high"]]
         row["sequential"] = sequential(call, eager, args.seconds)
         row.update(monitor.stop())
         results.append(row)
         print(json.dumps(row), flush=True)
     lines = ["# Paired timing: block length against a long sequential measurement", "",
-             f"Command: `python -m bench.block_study --cells {args.cells} --seconds {args.seconds:g}`; "
+             f"Command: `python -m bench.block_study --cells {args.cells} --seconds {args.seconds:g}"
+             + (f" --threads {args.threads}" if args.threads else "") + "`; "
              f"torch {torch.__version__}, {torch.get_num_threads()} threads, {harness.cpu_model()}. "
              "Training step, speedup of the backend against eager: paired median [95% interval] per "
              "block length; sequential is E B B E in pieces of a quarter of the time each (first half "

@@ -5,15 +5,18 @@
     python -m bench.compare BASELINE CANDIDATE   # NNNN prefixes or paths to the JSON files
 
 On a noisy or shared machine the absolute times of two runs drift together, so this compares
-each backend's speedup against eager in its own run (paired, with its 95% interval; see
-bench/timing.py). A backend has regressed only when the candidate's interval lies wholly below
-the baseline's (the two intervals clear each other) and its median speedup fell by more than
---threshold (default 10%); the exit status is then 1, else 0. A candidate with an agreement FAIL
-(its numbers disagree with float64, bench/agreement.py) also exits 1. A change past the threshold whose
-intervals overlap is printed as undecided, not judged. Runs saved before paired timing have no
-interval: their ratio of medians is compared on the threshold alone. Eager itself cannot be
-judged this way (a slower eager makes every other backend look better); its absolute medians are
-printed for information. Interrupted runs are left out of the defaults; name one to use it.
+each backend's speedup against eager in its own run (paired; see bench/timing.py), cell by cell
+(mode, device, batch size, thread count). Part of the noise is fixed per process, so the rule
+works on processes: the change (baseline speedup over candidate speedup, minus 1) gets a 95%
+interval from a bootstrap that resamples each run's worker processes, then the pairs within
+them. A backend has regressed when its median speedup fell by more than --threshold (default
+10%) and that interval lies wholly above 0; the exit status is then 1, else 0. A candidate with
+an agreement FAIL (its numbers disagree with float64, bench/agreement.py) also exits 1. A change
+past the threshold whose interval reaches 0 is printed as undecided, not judged; so is every
+change between runs that timed a cell in one process only (runs saved before worker processes,
+or --quick): one process cannot tell a regression from its own luck. Eager itself cannot be
+judged this way (a slower eager makes every other backend look better); its times are printed
+for information. Interrupted runs are left out of the defaults; name one to use it.
 
 For absolute comparisons use pytest-benchmark's own tools on the same storage:
 `pytest-benchmark --storage results/benchmarks compare 0001 0002`, or fail a new run against a
@@ -23,6 +26,8 @@ saved one with `pytest bench --benchmark-only --benchmark-compare=0001
 
 import argparse
 import sys
+
+import numpy as np
 
 from bench.report import (
     BASELINE,
@@ -35,7 +40,9 @@ from bench.report import (
     require_runs,
     speedup,
     speedup_interval,
+    threads_text,
 )
+from bench.timing import CONFIDENCE, hierarchical_medians
 
 MACHINE_KEYS = ["machine", "cpu_count", "torch_threads", "cuda_device"]
 
@@ -59,16 +66,26 @@ def pick_runs(names, storage):
     return runs[-2], runs[-1]
 
 
+def change_interval(base_ratios, cand_ratios, confidence=CONFIDENCE):
+    """(low, high) of the change base speedup / candidate speedup - 1, from both runs' pair ratios
+    grouped by process, each resampled hierarchically (processes, then pairs)."""
+    changes = hierarchical_medians(base_ratios, seed=1) / hierarchical_medians(cand_ratios, seed=2) - 1
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(changes, [tail, 1 - tail])
+    return float(low), float(high)
+
+
 def judge(base, cand, key, threshold):
     """(change, verdict) of one backend between two runs: change is how much slower against eager
     the candidate is (0.12 = 12% slower); verdict "REGRESSION", "undecided" or ""."""
     change = speedup(base, key) / speedup(cand, key) - 1
     if change <= threshold:
         return change, ""
-    base_interval, cand_interval = speedup_interval(base, key), speedup_interval(cand, key)
-    if base_interval is None or cand_interval is None:  # runs from before paired timing
-        return change, "REGRESSION"
-    return change, "REGRESSION" if cand_interval[2] < base_interval[1] else "undecided"
+    ratios = [run["rows"][key].get("pair_ratios") for run in (base, cand)]
+    if not all(groups and len(groups) >= 2 for groups in ratios):  # one process: its luck is unmeasured
+        return change, "undecided"
+    low, _ = change_interval(*ratios)
+    return change, "REGRESSION" if low > 0 else "undecided"
 
 
 def interval_cell(run, key):
@@ -95,16 +112,16 @@ def compare(base, cand, threshold):
         print(f"note: versions differ: {', '.join(versions)}")
 
     keys = sorted(base["rows"].keys() & cand["rows"].keys(),
-                  key=lambda k: (k[0] != "train", k[1], k[2], k[3] != BASELINE, k[3]))
+                  key=lambda k: (k[0] != "train", k[1], k[4], k[2], k[3] != BASELINE, k[3]))
     only = len(base["rows"].keys() ^ cand["rows"].keys())
-    print(f"\n{'mode':8} {'device':6} {'batch':>5} {'backend':20} {'base ms':>9} {'cand ms':>9} "
-          f"{'base speedup [95%]':>24} {'cand speedup [95%]':>24} {'change':>7}")
+    print(f"\n{'mode':8} {'device':6} {'threads':>7} {'batch':>5} {'backend':20} {'base ms':>9} "
+          f"{'cand ms':>9} {'base speedup [95%]':>24} {'cand speedup [95%]':>24} {'change':>7}")
     regressions, undecided = [], []
     for key in keys:
-        mode, device, batch, backend = key
-        b, c = base["rows"][key]["median"], cand["rows"][key]["median"]
-        line = f"{mode:8} {device:6} {batch:>5} {backend:20} {b * 1e3:>9.4g} {c * 1e3:>9.4g}"
-        eager_key = (mode, device, batch, BASELINE)
+        mode, device, batch, backend, threads = key
+        b, c = base["rows"][key]["time"], cand["rows"][key]["time"]
+        line = f"{mode:8} {device:6} {threads:>7} {batch:>5} {backend:20} {b * 1e3:>9.4g} {c * 1e3:>9.4g}"
+        eager_key = (mode, device, batch, BASELINE, threads)
         if backend == BASELINE:
             line += f" {'':>24} {'':>24} {c / b - 1:>+7.0%}  (absolute, not judged)"
         elif eager_key in base["rows"] and eager_key in cand["rows"]:
@@ -123,21 +140,26 @@ def compare(base, cand, threshold):
 
     print()
     if undecided:
-        listed = ", ".join(f"{m} {d} batch={n} {name} (+{ch:.0%})" for (m, d, n, name), ch in undecided)
-        print(f"{len(undecided)} undecided (slower past {threshold:.0%}, but the intervals overlap): "
-              f"{listed}")
+        listed = ", ".join(f"{cell_label(key)} (+{ch:.0%})" for key, ch in undecided)
+        print(f"{len(undecided)} undecided (slower past {threshold:.0%}, but the change's interval "
+              f"reaches 0, or a run timed it in one process only): {listed}")
     if regressions:
-        listed = ", ".join(f"{m} {d} batch={n} {name} (+{ch:.0%})" for (m, d, n, name), ch in regressions)
+        listed = ", ".join(f"{cell_label(key)} (+{ch:.0%})" for key, ch in regressions)
         print(f"{len(regressions)} regression(s) past {threshold:.0%} relative to eager: {listed}")
     else:
         print(f"no regressions past {threshold:.0%} relative to eager ({len(keys)} benchmarks compared)")
     return regressions
 
 
+def cell_label(key):
+    mode, device, batch, backend, threads = key
+    return f"{mode} {device} {threads_text(threads)} batch={batch} {backend}"
+
+
 def agreement_failures(run):
-    """Every benchmark of `run` whose agreement verdict is a FAIL, as "mode device batch=N backend"."""
-    return [f"{mode} {device} batch={batch} {backend}" for (mode, device, batch, backend), row
-            in sorted(run["rows"].items()) if str(row["agreement"]).startswith("FAIL")]
+    """Every benchmark of `run` whose agreement verdict is a FAIL, labelled as `cell_label` does."""
+    return [cell_label(key) for key, row in sorted(run["rows"].items())
+            if str(row["agreement"]).startswith("FAIL")]
 
 
 def main(argv=None):
@@ -149,7 +171,7 @@ def main(argv=None):
     parser.add_argument("candidate", nargs="?", help="candidate run (default: the latest)")
     parser.add_argument("--threshold", type=float, default=0.10,
                         help="flag a backend whose speedup against eager fell by more than this, with "
-                        "intervals that clear each other (default: %(default)s)")
+                        "the change's interval above 0 (default: %(default)s)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="saved runs (default: %(default)s)")
     args = parser.parse_args(argv)
     if not args.threshold >= 0 or args.threshold == float("inf"):

@@ -21,7 +21,7 @@ import torch
 
 import model
 from bench import agreement, backends, harness, noise, timing
-from bench.block_study import Rounds, warm_step
+from bench.block_study import warm_step
 from bench.harness import Parser, UsageError
 
 NCHW = {"layout_optimization": False}  # Inductor keeps the Net's NCHW layout (on CPU it goes channels-last)
@@ -80,7 +80,7 @@ def measure(name, batch_size, seconds):
     monitor = noise.Monitor().start()
     harness.settle_heap()
     with torch.compiler.set_stance("fail_on_recompile"):
-        info = timing.paired(Rounds(), call, eager, seconds=seconds)
+        info = timing.summarize([timing.paired_blocks(call, eager, seconds=seconds)])
     row.update(speedup=[info["speedup"], info["speedup_low"], info["speedup_high"]],
                load_average=[load, load_average()], **monitor.stop())
     return row

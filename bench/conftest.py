@@ -21,11 +21,26 @@ def pytest_addoption(parser):
     group.addoption("--modes", default=",".join(harness.MODES),
                     help=f"comma-separated modes; choices: {', '.join(harness.MODES)}")
     group.addoption("--threads", default=None,
-                    help="intra-op threads for every backend, eager included (default: torch's own "
-                         "count, one per core)")
-    group.addoption("--paired-seconds", default=str(timing.PAIRED_SECONDS),
+                    help="comma-separated intra-op thread counts; every cell is measured at each, every "
+                         "backend alike, ONNX Runtime included (default: 1 and all cores, "
+                         f"1,{all_cores()} here)")
+    group.addoption("--processes", default=str(PROCESSES),
+                    help="worker processes per cell: the first fills the compile caches, each times every "
+                         "backend paired with eager, and the interval covers them all (default: %(default)s)")
+    group.addoption("--quick", action="store_true",
+                    help="a fast look: one process, one thread count (the first of --threads, else 1), "
+                         f"{QUICK_PAIRED_SECONDS:g} s of pairing unless --paired-seconds says otherwise")
+    group.addoption("--paired-seconds", default=None,
                     help="seconds of paired timing per benchmark, eager's blocks and the backend's "
-                         "together (default: %(default)s)")
+                         f"together, over all its processes (default: {timing.PAIRED_SECONDS:g})")
+
+
+PROCESSES = 3  # pyperf's fast mode never uses fewer
+QUICK_PAIRED_SECONDS = 1.0
+
+
+def all_cores():
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def parse_list(config, option, choices=None, convert=str):
@@ -52,15 +67,18 @@ def pytest_configure(config):
         "device": parse_list(config, "devices", backends.DEVICES),
         "mode": parse_list(config, "modes", harness.MODES),
     }
+    threads = parse_list(config, "threads", convert=int) if config.getoption("threads") else [1, all_cores()]
+    selection["threads"] = list(dict.fromkeys(threads))[:1 if config.getoption("quick") else None]
     config.stash[SELECTION] = selection
     SESSION_START[0] = time.perf_counter()
-    threads = parse_list(config, "threads", convert=int)[0] if config.getoption("threads") else None
-    if threads:  # one policy: every backend (ONNX Runtime too) runs on torch's thread count
-        import torch
-
-        torch.set_num_threads(threads)
+    processes = parse_list(config, "processes", convert=int)
+    if len(processes) != 1:
+        raise pytest.UsageError(f"--processes: expected one positive integer, "
+                                f"got {config.getoption('processes')!r}")
+    config.stash[PROCESS_COUNT] = 1 if config.getoption("quick") else processes[0]
     try:
-        config.stash[PAIRED_SECONDS] = float(config.getoption("paired_seconds"))
+        default = QUICK_PAIRED_SECONDS if config.getoption("quick") else timing.PAIRED_SECONDS
+        config.stash[PAIRED_SECONDS] = float(config.getoption("paired_seconds") or default)
         if not config.stash[PAIRED_SECONDS] > 0:
             raise ValueError
     except ValueError:
@@ -78,6 +96,7 @@ def pytest_configure(config):
 
 SELECTION = pytest.StashKey[dict]()
 PAIRED_SECONDS = pytest.StashKey[float]()
+PROCESS_COUNT = pytest.StashKey[int]()
 
 
 def check_writable(storage):
@@ -162,9 +181,10 @@ def pytest_sessionfinish(session, exitstatus):
 
 def pytest_generate_tests(metafunc):
     selection = metafunc.config.stash[SELECTION]
-    for name in ["device", "batch_size", "backend"]:  # this order groups one batch size's backends together
+    for name in ["threads", "device", "batch_size", "backend"]:  # groups one batch size's backends together
         if name in metafunc.fixturenames:
-            metafunc.parametrize(name, selection[name])
+            ids = [f"{n}thread" + "s" * (n > 1) for n in selection[name]] if name == "threads" else None
+            metafunc.parametrize(name, selection[name], ids=ids)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -328,3 +348,54 @@ def runner_cache(request):
     # seconds beside the compilation the runners need anyway.
     return RunnerCache(check_agreement=True, selected=config.stash[SELECTION]["backend"],
                        say=progress(config))
+
+
+class Measurements:
+    """The timed run's manager: for each (threads, device, batch size) group, the first time one of
+    its benchmarks asks, it starts the worker processes (bench/worker.py through bench/launch.py)
+    one after another, each holding eager and every selected backend, and keeps what they return.
+    A worker that fails fails that group's benchmarks with its one-line message."""
+
+    def __init__(self, selection, processes, paired_seconds, say=print):
+        self.selection, self.processes, self.say = selection, processes, say
+        self.seconds = paired_seconds / processes  # --paired-seconds is per benchmark, all processes together
+        self.groups = {}  # key -> list of the workers' data, or the WorkerFailed that stopped them
+
+    def _collect(self, key, arguments, threads, label):
+        from bench import launch
+
+        if key not in self.groups:
+            results = []
+            try:
+                for i in range(self.processes):
+                    start = time.perf_counter()
+                    results.append(launch.run("bench.worker", arguments, threads=threads))
+                    seconds = time.perf_counter() - start
+                    self.say(f"{label}: worker {i + 1}/{self.processes} done in {seconds:.1f} s")
+                self.groups[key] = results
+            except launch.WorkerFailed as error:
+                self.groups[key] = error
+        if isinstance(self.groups[key], Exception):
+            pytest.fail(str(self.groups[key]), pytrace=False)
+        return self.groups[key]
+
+    def group(self, threads, device, batch_size):
+        """Every worker's data for this group: [{"cells": {backend: {...}}}, ...]."""
+        names = [name for name in self.selection["backend"] if not backends.unavailable(name, device)]
+        arguments = ["--threads", threads, "--device", device, "--batch-size", batch_size,
+                     "--backends", ",".join(names), "--modes", ",".join(self.selection["mode"]),
+                     "--seconds", self.seconds]
+        return self._collect((threads, device, batch_size), arguments, threads,
+                             f"{threads} thread(s), {device} batch {batch_size}")
+
+    def sgemm(self, threads, device, size):
+        arguments = ["--threads", threads, "--device", device, "--sgemm", size, "--seconds", self.seconds]
+        return self._collect((threads, device, "sgemm", size), arguments, threads,
+                             f"{threads} thread(s), {device} sgemm {size}")
+
+
+@pytest.fixture(scope="session")
+def measurements(request):
+    config = request.config
+    return Measurements(config.stash[SELECTION], config.stash[PROCESS_COUNT], config.stash[PAIRED_SECONDS],
+                        say=progress(config))

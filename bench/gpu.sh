@@ -88,7 +88,7 @@ step "agreement check" 100 python3 -m bench.agreement --devices cuda --backends 
     --out "$run_dir/agreement"
 step "CUDA benchmarks" 140 python3 -m pytest bench --benchmark-only --devices cuda --modes train \
     --backends "$backends" -q -p no:cacheprovider --benchmark-storage="$run_dir/benchmarks" \
-    --paired-seconds=1
+    --paired-seconds=1 --quick
 step "gpu_check" 50 python3 -m bench.gpu_check --out "$run_dir" --backend compile-step-im2col-cudagraphs
 step "DDP, NCCL, world size 1" 45 python3 -m bench.ddp --device cuda --world-sizes 1 --out "$run_dir/ddp"
 

@@ -40,6 +40,8 @@ INLINED = [("calibration.md", "Calibration: do the speedups hold still across ru
 COMPANIONS = [
     ("calibration.md", "three runs of the main command side by side (`python -m bench.calibration`)"),
     ("block_length.md", "paired ratios against block length and a long sequential measurement"),
+    ("block_length_threads1.md", "the block-length study at 1 thread (`bench.block_study --threads 1`)"),
+    ("block_length_threads2.md", "the block-length study at 2 threads (`bench.block_study --threads 2`)"),
     ("autotune.md", "compile's autotuning picks, cold, three times"),
     ("DDP.md", "the training step data-parallel under torchrun (`python -m bench.ddp`)"),
     ("agreement.md", "every backend against float64 after 1 and 20 steps (`python -m bench.agreement`)"),
@@ -79,7 +81,8 @@ def read_run(path):
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise ValueError("not a pytest-benchmark run (no 'benchmarks' list)")
 
-    rows, sgemm = {}, {}
+    rows, sgemm, sgemm_processes = {}, {}, {}
+    machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
     for bench in data["benchmarks"]:
         info = bench.get("extra_info") if isinstance(bench, dict) else None
         mode = info.get("mode") if isinstance(info, dict) else None
@@ -93,12 +96,16 @@ def read_run(path):
                 "mode": info["mode"], "device": str(info["device"]), "flops": float(info["flops"]),
                 "median": median, "iqr": float(bench["stats"].get("iqr", math.nan)),
                 "rounds": bench["stats"].get("rounds"), "name": bench.get("name", "?"),
+                "threads": int(info.get("threads") or machine.get("torch_threads") or 0),
             }
             if info["mode"] == "sgemm":
                 stats = bench["stats"]  # GFLOP/s at the median, and at the quartiles of its rounds
                 gflops = [row["flops"] / float(stats.get(q, median)) / 1e9 for q in ("median", "q3", "q1")]
-                if gflops[0] > sgemm.get(row["device"], (0.0,))[0]:
-                    sgemm[row["device"]] = tuple(gflops)
+                place = (row["device"], row["threads"])
+                if gflops[0] > sgemm.get(place, (0.0,))[0]:
+                    sgemm[place] = tuple(gflops)
+                    medians = info.get("process_medians")
+                    sgemm_processes[place] = [row["flops"] / m / 1e9 for m in medians] if medians else None
                 continue
             row.update(
                 backend=configs.current_name(str(info["backend"])), batch=int(info["batch_size"]),
@@ -112,24 +119,38 @@ def read_run(path):
                 peak_bytes=info.get("memory_peak_bytes"), held_bytes=info.get("held_bytes"),
                 q1=float(bench["stats"].get("q1", median)), q3=float(bench["stats"].get("q3", median)),
                 options={k: v for k, v in info.items() if k.startswith("backend_")},
+                processes=info.get("processes", 1), process_speedups=info.get("process_speedups"),
+                pair_ratios=info.get("pair_ratios"), paired_time=info.get("paired_seconds_per_call"),
             )
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
             raise ValueError(f"benchmark {bench.get('name', '?')!r} is malformed ({error!r})") from None
-        rows[(row["mode"], row["device"], row["batch"], row["backend"])] = row
+        rows[(row["mode"], row["device"], row["batch"], row["backend"], row["threads"])] = row
     if not rows:
         raise ValueError("not a lenet-bench run (no train/forward benchmarks with extra_info)")
+    for key, row in rows.items():
+        row["time"] = paired_time(rows, key)
 
     try:
         when = datetime.fromisoformat(data["datetime"])
     except (KeyError, TypeError, ValueError):
         when = datetime.fromtimestamp(os.path.getmtime(path)).astimezone()
-    machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
     commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
     ours = data.get("lenet_bench") if isinstance(data.get("lenet_bench"), dict) else {}
     return {"path": path, "name": os.path.basename(path), "datetime": when, "machine": machine,
-            "commit": commit, "rows": rows, "sgemm": sgemm, "benchmarks": data["benchmarks"],
+            "commit": commit, "rows": rows, "sgemm": sgemm,
+            "sgemm_processes": sgemm_processes, "benchmarks": data["benchmarks"],
             "interrupted": bool(ours.get("interrupted")), "session_seconds": ours.get("session_seconds"),
             "compile_cache_misses": ours.get("compile_cache_misses")}
+
+
+def paired_time(rows, key):
+    """Seconds per call of a row, from the same paired measurement as its speedup: eager's time in
+    its A/A pairing over the row's paired speedup (eager's own row: that time itself). A run saved
+    before worker processes has no such time: pytest-benchmark's median of the row's rounds."""
+    row, eager = rows[key], rows.get((*key[:3], BASELINE, key[4]))
+    if eager is None or not isinstance(eager.get("paired_time"), (int, float)) or not row["paired"]:
+        return row["median"]
+    return eager["paired_time"] if key[3] == BASELINE else eager["paired_time"] / row["paired"][0]
 
 
 def paired_of(info):
@@ -189,8 +210,7 @@ def speedup(run, key):
     interval = speedup_interval(run, key)
     if interval:
         return interval[0]
-    mode, device, batch, _ = key
-    eager = run["rows"].get((mode, device, batch, BASELINE))
+    eager = run["rows"].get((*key[:3], BASELINE, key[4]))
     return eager["median"] / run["rows"][key]["median"] if eager else None
 
 
@@ -202,15 +222,20 @@ def speedup_interval(run, key):
 def backends_of(run):
     """Backend names in a stable order: eager first, then as they appear in the run."""
     names = {}
-    for _, _, _, backend in run["rows"]:
+    for _, _, _, backend, _ in run["rows"]:
         names.setdefault(backend, None)
     return sorted(names, key=lambda name: name != BASELINE)
 
 
 def groups_of(run):
-    """(mode, device) pairs present in the run, in report order."""
-    pairs = {(mode, device) for mode, device, _, _ in run["rows"]}
-    return sorted(pairs, key=lambda pair: (list(MODES).index(pair[0]) if pair[0] in MODES else 99, pair[1]))
+    """(mode, device, threads) present in the run, in report order."""
+    groups = {(mode, device, threads) for mode, device, _, _, threads in run["rows"]}
+    order = list(MODES)
+    return sorted(groups, key=lambda group: (order.index(group[0]) if group[0] in order else 99, *group[1:]))
+
+
+def threads_text(threads):
+    return f"{threads} thread" + "s" * (threads != 1) if threads else "? threads"
 
 
 def cpu_model(machine):
@@ -259,6 +284,8 @@ def speedup_text(run, key):
     row, interval = run["rows"][key], speedup_interval(run, key)
     if key[3] == BASELINE:  # eager paired with itself: the method's own zero, which should read 1
         text = f"A/A {interval_text(interval)}" if interval else "1x"
+        if interval and not interval[1] <= 1 <= interval[2]:
+            text += " " + AA_OFF_MARK  # two eager runners read apart: the pairing's own error shows here
     elif interval:
         text = interval_text(interval)
     else:
@@ -272,6 +299,7 @@ def speedup_text(run, key):
 
 
 NOISY_MARK = "(noisy)"
+AA_OFF_MARK = "(A/A off 1)"
 
 
 def rate(value):
@@ -307,20 +335,23 @@ def markdown_table(header, rows):
 def reproduce_command(run):
     keys = run["rows"].keys()
     backends = backends_of(run)
-    batches = sorted({batch for _, _, batch, _ in keys})
-    devices = sorted({device for _, device, _, _ in keys})
+    batches = sorted({key[2] for key in keys})
+    devices = sorted({key[1] for key in keys})
+    threads = sorted({key[4] for key in keys if key[4]})
+    processes = max(row.get("processes") or 1 for row in run["rows"].values())
     modes = [mode for mode in MODES if any(key[0] == mode for key in keys)]
     command = (f"python -m pytest bench --benchmark-only --backends={','.join(backends)} "
                f"--batch-sizes={','.join(map(str, batches))} --devices={','.join(devices)} "
                f"--modes={','.join(modes)}")
-    if run["machine"].get("torch_threads"):
-        command += f" --threads={run['machine']['torch_threads']}"
-    return command
+    if threads:
+        command += f" --threads={','.join(map(str, threads))}"
+    return command + f" --processes={processes}"
 
 
 def render_markdown(run, charts):
     machine, commit = run["machine"], run["commit"]
-    threads = machine.get("torch_threads")
+    threads = ", ".join(map(str, sorted({key[4] for key in run["rows"]}))) or None
+    processes = max(row.get("processes") or 1 for row in run["rows"].values())
     versions = ", ".join(f"{k} {machine[k]}" for k in VERSION_KEYS if machine.get(k))
     commit_text = commit.get("id", "unknown")[:12] + (" (uncommitted changes)" if commit.get("dirty") else "")
     lines = ["# LeNet benchmark report", ""]
@@ -331,28 +362,36 @@ def render_markdown(run, charts):
         f"- Run: `{display_path(run['path'])}`",
         f"- Date: {run['datetime'].isoformat(timespec='seconds')}, commit {commit_text}",
         f"- Machine: {cpu_model(machine)}, {machine.get('cpu_count', '?')} CPUs, "
-        f"{threads if threads is not None else '?'} torch threads"
+        f"timed at {threads if threads is not None else '?'} torch threads, "
+        f"{processes} worker process{'es' * (processes > 1)} per cell"
         + (f", GPU {machine['cuda_device']}" if machine.get("cuda_device") else ""),
         f"- Versions: {versions or 'unknown'}",
         f"- Reproduce: `{reproduce_command(run)}`, then `python -m bench.report`",
         "",
         "Speedup is eager's time over the backend's (above 1 is faster than eager), measured paired: "
-        "the backend's timed rounds alternate with eager's in blocks of about 50 ms, each pair of "
-        "neighbouring blocks gives one ratio, and the figure is their median with a bootstrap 95% "
-        "interval `[low, high]` (`bench/timing.py`). Eager's own row pairs eager with itself "
-        "(A/A): it should read 1, and how far it strays is the method's error. "
+        "in each of several worker processes the backend's calls alternate with eager's in blocks of "
+        "about 50 ms (at least 3 calls each), each pair of neighbouring blocks gives one ratio, and the "
+        "figure is the median of every process's pairs with a hierarchical bootstrap 95% interval "
+        "`[low, high]` (processes resampled, then pairs within them: the interval covers the spread "
+        "between processes; `bench/timing.py`). Eager's own row pairs eager with a second, independent "
+        "eager runner (its own weights, its own place in the batch pool): the A/A should read 1, and "
+        f"how far it strays is the method's error; {AA_OFF_MARK} marks an A/A whose interval excludes 1. "
         f"{NOISY_MARK} marks a cell during which other processes used more than "
         f"{100 * noise.NOISY_SHARE:.0f}% of the machine's CPU time, or the hypervisor stole as much; "
-        "noise that no counter sees (a neighbour's memory traffic) is not marked. Intervals come from "
-        "inside one process; results/calibration.md measures how well they hold across processes. "
-        "Median and IQR ms are pytest-benchmark's statistics of the backend's own rounds; samples/s "
-        "is the batch size over the median. Peak MiB is the most memory one call had resident beyond "
+        "noise that no counter sees (a neighbour's memory traffic) is not marked; results/calibration.md "
+        "measures how well the intervals hold from run to run. "
+        "Time ms comes from the same pairing as the speedup: eager's time per call in its A/A pairing "
+        "over the row's speedup (runs saved before worker processes: pytest-benchmark's median); "
+        "samples/s and GFLOP/s are computed from it. Rounds IQR ms is pytest-benchmark's statistic of "
+        "the backend's own timed calls, every process's together. "
+        "Peak MiB is the most memory one call had resident beyond "
         "what the process held before it; held MiB is the growth of the resident set over the "
         "runner's creation and first calls (compiled code, libraries, ONNX Runtime's arena); see "
         "`bench/memory.py` for what each can and cannot see. GFLOP/s is the FLOPs of the timed unit "
         "(convolutions and "
-        "matrix multiplies, from `torch.utils.flop_counter`) over the median time; \"of sgemm\" sets it "
-        "against a 1024x1024 float32 matrix multiply timed in the same run on the same device. "
+        "matrix multiplies, from `torch.utils.flop_counter`) over that time; \"of sgemm\" sets it "
+        "against a 1024x1024 float32 matrix multiply timed in the same run on the same device at the "
+        "same thread count (its spread: the quartiles of its rounds and each process's median). "
         "Setup (export, scripting, session creation; once per backend and device) and the first call "
         "(compilation, first allocation) are never part of the timed rounds; beside the first call, "
         "whether the compile caches were cold or warm (results/compile_time.md has both). The "
@@ -367,57 +406,70 @@ def render_markdown(run, charts):
     # the main table, for the README to quote: training step, backend x batch size
     main_rows = []
     batches = sorted({key[2] for key in run["rows"] if key[0] == MAIN_TABLE_MODE})
-    for mode, device in groups_of(run):
+    for mode, device, threads in groups_of(run):
         if mode != MAIN_TABLE_MODE:
             continue
         for backend in backends_of(run):
             cells = []
             for batch in batches:
-                key = (mode, device, batch, backend)
-                cells.append(f"{ms(run['rows'][key]['median'])} ms ({speedup_text(run, key)})"
+                key = (mode, device, batch, backend, threads)
+                cells.append(f"{ms(run['rows'][key]['time'])} ms ({speedup_text(run, key)})"
                              if key in run["rows"] else "-")
             if any(cell != "-" for cell in cells):
-                main_rows.append([backend, device, *cells])
+                main_rows.append([backend, device, threads, *cells])
     if main_rows:
-        lines += [f"## Main table: {MODES[MAIN_TABLE_MODE].lower()}, median time (speedup against eager)",
+        lines += [f"## Main table: {MODES[MAIN_TABLE_MODE].lower()}, time per call (speedup against eager)",
                   "", "<!-- main-table:start -->",
-                  markdown_table(["backend", "device", *(f"batch {b}" for b in batches)], main_rows),
+                  markdown_table(["backend", "device", "threads", *(f"batch {b}" for b in batches)],
+                                 main_rows),
                   "<!-- main-table:end -->", ""]
 
     lines += targets_section(run)
 
-    header = ["backend", "batch", "median ms", "IQR ms", "samples/s", "vs eager [95% CI]", "GFLOP/s",
+    header = ["backend", "batch", "time ms", "rounds IQR ms", "samples/s", "vs eager [95% CI]", "GFLOP/s",
               "of sgemm", "peak MiB", "held MiB", "setup s", "first call s", "agreement",
               "others' CPU / steal"]
-    for mode, device in groups_of(run):
-        sgemm = run["sgemm"].get(device)
+    for mode, device, threads in groups_of(run):
+        sgemm = run["sgemm"].get((device, threads))
         rows = []
-        keys = sorted((key for key in run["rows"] if key[:2] == (mode, device)),
+        keys = sorted((key for key in run["rows"] if (*key[:2], key[4]) == (mode, device, threads)),
                       key=lambda key: (backends_of(run).index(key[3]), key[2]))
         for key in keys:
             row = run["rows"][key]
-            gflops = row["flops"] / row["median"] / 1e9
+            gflops = row["flops"] / row["time"] / 1e9
             reused = row["options"].get("backend_export_cached")
             setup = secs(row["setup"]) + (" (export reused)" if reused else "")
-            rows.append([row["backend"], row["batch"], ms(row["median"]), ms(row["iqr"]),
-                         rate(row["batch"] / row["median"]), speedup_text(run, key), num(gflops),
+            rows.append([row["backend"], row["batch"], ms(row["time"]), ms(row["iqr"]),
+                         rate(row["batch"] / row["time"]), speedup_text(run, key), num(gflops),
                          f"{num(100 * gflops / sgemm[0])}%" if sgemm else "-",
                          mib(row["peak_bytes"]), mib(row["held_bytes"]), setup,
                          secs(row["first_call"]) + cache_text(row["first_call_cache"]), agreement_text(row),
                          noise_text(row)])
-        title = MODES.get(mode, mode)
-        lines += [f"## {title}, {device}", ""]
-        lines.append(f"sgemm reference on {device}: {sgemm[0]:.1f} GFLOP/s." if sgemm
-                     else f"No sgemm reference on {device} in this run.")
+        title = f"{MODES.get(mode, mode)}, {device}, {threads_text(threads)}"
+        lines += [f"## {title}", ""]
+        lines.append(sgemm_text(run, device, threads))
         lines += ["", markdown_table(header, rows), ""]
         options = {(row["backend"], k, str(v)) for key in keys for row in [run["rows"][key]]
                    for k, v in row["options"].items()}
         if options:
             lines += ["Backend options: " + "; ".join(f"{b} {k.removeprefix('backend_')}={v}"
                                                      for b, k, v in sorted(options)), ""]
-        if (mode, device) in charts:
-            lines += [f"![{title}, {device}]({charts[(mode, device)]})", ""]
+        if (mode, device, threads) in charts:
+            lines += [f"![{title}]({charts[(mode, device, threads)]})", ""]
     return "\n".join(lines)
+
+
+def sgemm_text(run, device, threads):
+    """The sgemm reference with its spread: the quartiles of its rounds, and each process's median."""
+    sgemm = run["sgemm"].get((device, threads))
+    if not sgemm:
+        return f"No sgemm reference on {device} at {threads_text(threads)} in this run."
+    text = (f"sgemm reference on {device} at {threads_text(threads)}: {sgemm[0]:.1f} GFLOP/s "
+            f"(quartiles of its rounds {sgemm[1]:.1f}-{sgemm[2]:.1f}")
+    processes = run["sgemm_processes"].get((device, threads))
+    if processes:
+        text += f"; process medians {', '.join(f'{g:.1f}' for g in processes)}"
+    return text + ")."
 
 
 def verdict(low, high, line):
@@ -437,11 +489,17 @@ def worst_verdict(verdicts):
     return "met"
 
 
-def sgemm_share(run, key, device):
-    """(share, low, high) of the same run's sgemm GFLOP/s: at the medians, and at the quartiles of
-    both (sgemm is not paired with anything, so its quartiles are the honest spread here)."""
-    row, (sgemm, sgemm_low, sgemm_high) = run["rows"][key], run["sgemm"][device]
-    gflops = [row["flops"] / row[q] / 1e9 for q in ("median", "q3", "q1")]
+def sgemm_share(run, key):
+    """(share, low, high) of the same run's sgemm GFLOP/s at the row's device and thread count: at the
+    row's paired time against sgemm's median, and at the row's paired interval against sgemm's
+    quartiles (sgemm is not paired with anything, so its quartiles are the honest spread here)."""
+    row, (sgemm, sgemm_low, sgemm_high) = run["rows"][key], run["sgemm"][(key[1], key[4])]
+    interval = speedup_interval(run, key)
+    if interval and row["time"] != row["median"]:  # a time from the pairing: scale it by the interval's ends
+        times = [row["time"], *(row["time"] * interval[0] / end for end in interval[1:])]
+    else:
+        times = [row[q] for q in ("median", "q3", "q1")]
+    gflops = [row["flops"] / t / 1e9 for t in times]
     return gflops[0] / sgemm, gflops[1] / sgemm_high, gflops[2] / sgemm_low
 
 
@@ -449,9 +507,10 @@ def targets_section(run):
     """The project's performance targets, checked against this run's training-step rows with their
     intervals. Only backends that agree with the float64 reference count."""
     lines = []
-    for device in sorted({key[1] for key in run["rows"] if key[0] == "train"}):
+    for device, threads in sorted({(key[1], key[4]) for key in run["rows"] if key[0] == "train"}):
         rows = {key: row for key, row in run["rows"].items()
-                if key[:2] == ("train", device) and not failed(row) and key[3] != BASELINE}
+                if (*key[:2], key[4]) == ("train", device, threads) and not failed(row)
+                and key[3] != BASELINE}
         intervals = {key: speedup_interval(run, key) for key in rows if speedup_interval(run, key)}
         table = []
 
@@ -462,12 +521,12 @@ def targets_section(run):
                           f"{best[3]} {interval_text(intervals[best])}", verdict(*intervals[best][1:], 8.0)])
 
         batch_256 = [key for key in rows if key[2] == 256]
-        if batch_256 and run["sgemm"].get(device):
-            best = max(batch_256, key=lambda key: sgemm_share(run, key, device)[0])
-            share, low, high = sgemm_share(run, best, device)
+        if batch_256 and run["sgemm"].get((device, threads)):
+            best = max(batch_256, key=lambda key: sgemm_share(run, key)[0])
+            share, low, high = sgemm_share(run, best)
             table.append(["batch-256 training step: at least 50% of the same run's sgemm GFLOP/s",
                           f"{best[3]} {num(100 * share)}% [{num(100 * low)}, {num(100 * high)}] of "
-                          f"{run['sgemm'][device][0]:.0f} GFLOP/s (quartiles)", verdict(low, high, 0.5)])
+                          f"{run['sgemm'][(device, threads)][0]:.0f} GFLOP/s", verdict(low, high, 0.5)])
 
         compiled = sorted({key[3] for key in intervals if configs.is_torch_compile(key[3])})
         checks = [(name, f"torch.compile ({name}) not slower than eager at any batch") for name in compiled]
@@ -489,7 +548,7 @@ def targets_section(run):
             table.append(["ONNX Runtime training step faster than eager at every batch",
                           f"slowest at batch {worst}: {interval_text(mine[worst])}", worst_verdict(answers)])
         if table:
-            lines += [f"## Performance targets, training step, {device}", "",
+            lines += [f"## Performance targets, training step, {device}, {threads_text(threads)}", "",
                       "Each answer comes from the 95% interval: met when it lies wholly on the right side "
                       "of the line, not met when wholly on the wrong side, undecided when it straddles it.",
                       "", markdown_table(["target", "measured in this run", "answer"], table), "",
@@ -508,7 +567,7 @@ def markdown_section(text, title):
     return text.partition(f"## {title}\n")[2].partition("\n## ")[0].strip()
 
 
-def draw_chart(run, mode, device, path):
+def draw_chart(run, mode, device, threads, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -516,12 +575,12 @@ def draw_chart(run, mode, device, path):
 
     backends = backends_of(run)
     colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(backends)}
-    keys = [key for key in run["rows"] if key[:2] == (mode, device)]
+    keys = [key for key in run["rows"] if (*key[:2], key[4]) == (mode, device, threads)]
     batches = sorted({key[2] for key in keys})
     fig, (left, right, memory_ax) = plt.subplots(1, 3, figsize=(19, 5))
 
     for backend in backends:
-        points = sorted((key[2], run["rows"][key]["median"] * 1e3) for key in keys if key[3] == backend)
+        points = sorted((key[2], run["rows"][key]["time"] * 1e3) for key in keys if key[3] == backend)
         if points:
             fail = any(failed(run["rows"][key]) for key in keys if key[3] == backend)
             left.plot(*zip(*points, strict=True), marker="o", color=colors[backend],
@@ -531,7 +590,7 @@ def draw_chart(run, mode, device, path):
     left.set_xticks(batches, [str(b) for b in batches])
     left.minorticks_off()
     left.set_xlabel("batch size")
-    left.set_ylabel("median time per call (ms)")
+    left.set_ylabel("time per call (ms)")
     left.set_title("time per call (log-log)")
     left.grid(True, which="both", alpha=0.3)
     left.legend()
@@ -541,7 +600,7 @@ def draw_chart(run, mode, device, path):
     values = [1.0]
     for i, backend in enumerate(others):
         for j, batch in enumerate(batches):
-            key = (mode, device, batch, backend)
+            key = (mode, device, batch, backend, threads)
             value = speedup(run, key) if key in run["rows"] else None
             if value is None:
                 continue
@@ -571,7 +630,7 @@ def draw_chart(run, mode, device, path):
     width = 0.8 / max(len(everyone), 1)
     for i, backend in enumerate(everyone):
         for j, batch in enumerate(batches):
-            row = run["rows"].get((mode, device, batch, backend))
+            row = run["rows"].get((mode, device, batch, backend, threads))
             if row is None or not isinstance(row.get("peak_bytes"), (int, float)):
                 continue
             held = row["held_bytes"] if isinstance(row.get("held_bytes"), (int, float)) else 0
@@ -596,7 +655,7 @@ def draw_chart(run, mode, device, path):
         ax.yaxis.set_minor_formatter(NullFormatter())
 
     fig.suptitle(f"{MODES.get(mode, mode)}, {device}: {cpu_model(machine)}, "
-                 f"{machine.get('torch_threads', '?')} threads, torch {machine.get('torch', '?')} "
+                 f"{threads_text(threads)}, torch {machine.get('torch', '?')} "
                  f"({run['name'][:4]})")
     fig.tight_layout()
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
@@ -606,10 +665,10 @@ def draw_chart(run, mode, device, path):
 def write_report(run, out):
     os.makedirs(out, exist_ok=True)
     charts, written = {}, []
-    for mode, device in groups_of(run):
-        name = f"{mode}_{device}.png"
-        draw_chart(run, mode, device, os.path.join(out, name))
-        charts[(mode, device)] = name
+    for mode, device, threads in groups_of(run):
+        name = f"{mode}_{device}_{threads}t.png"
+        draw_chart(run, mode, device, threads, os.path.join(out, name))
+        charts[(mode, device, threads)] = name
         written.append(os.path.join(out, name))
     text = render_markdown(run, charts)
     profile = os.path.join(out, "PROFILE.md")

@@ -1,22 +1,26 @@
-"""The timed benchmarks: one training step and one forward pass, per backend x batch x device.
+"""The timed benchmarks: one training step and one forward pass, per backend x batch x device x
+thread count.
 
-Run with `pytest bench/ --benchmark-only`. Each runner is created, checked against float64 and
-warmed up (compilation, first-call allocation) outside the timed rounds; those times are
-recorded apart. The timed rounds alternate with eager's in blocks (bench/timing.py), every call
-takes the next batch of a pre-generated pool, and each benchmark records the machine's noise
-while it ran and the memory of one call.
+Run with `pytest bench/ --benchmark-only`. The timing happens in worker processes
+(bench/worker.py, started through bench/launch.py by bench/conftest.py's Measurements), several
+per cell, each at its thread count: each creates its runners, checks them against float64 and
+warms them up (compilation, first-call allocation) outside the timed rounds, then alternates
+every backend's calls with eager's in blocks (bench/timing.py). Here each benchmark hands the
+per-call times of all its processes to pytest-benchmark as its rounds and records the speedup
+over all processes, the first-call and setup times, memory, noise and agreement beside them.
+
+Under --benchmark-disable (the test suite) nothing is timed: each cell's runner makes one call
+in this process, after the same agreement check.
 """
 
-import itertools
+import statistics
 
 import pytest
 import torch
 
-from bench import backends, harness, memory, noise, timing
-from bench.conftest import PAIRED_SECONDS, FirstCalls
-
-WARMUP_CALLS = 3
-BASELINE = "eager"
+from bench import backends, harness, timing
+from bench.conftest import FirstCalls
+from bench.worker import timed_call, unit, warm
 
 
 def mode(name):
@@ -26,99 +30,97 @@ def mode(name):
     return mark
 
 
-def timed_call(step, device):
-    """The callable pytest-benchmark times: one unit of work, and on CUDA a wait for it to end."""
-    if torch.device(device).type == "cuda":
-        def call():
-            result = step()
-            backends.synchronize(device)
-            return result
-        return call
-    return step
+def largest(values):
+    """The largest of the processes' figures (memory, noise), None when none was read."""
+    values = [v for v in values if isinstance(v, (int, float))]
+    return max(values) if values else None
 
 
-def unit(runner, mode_name, pool, device):
-    """One timed unit of `runner`: a training step or a forward pass on the pool's next batch."""
-    batches = itertools.cycle(pool)
-    if mode_name == "train":
-        return timed_call(lambda: runner.train_step(*next(batches)), device)
-    return timed_call(lambda: runner.forward(next(batches)[0]), device)
+def worst_agreement(verdicts):
+    """A FAIL in any process is the cell's verdict."""
+    return next((v for v in verdicts if str(v.get("agreement")).startswith("FAIL")), verdicts[0])
 
 
-def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, device, paired_seconds=None):
-    cell = runner_cache.get(backend, device, batch_size)
-    pool = runner_cache.pool(device, batch_size)
-    first = unit(FirstCalls(cell), mode_name, pool, device)
-    for _ in range(WARMUP_CALLS):  # the first call compiles or allocates, when nothing did before
-        first()
-    call = unit(cell.runner, mode_name, pool, device)
-    flops = harness.count_flops(mode_name, batch_size)
-    benchmark.group = f"{mode_name} {device} batch={batch_size}"
-    benchmark.extra_info.update(
-        backend=backend,
-        mode=mode_name,
-        device=device,
-        batch_size=batch_size,
-        flops=flops,
-        threads=torch.get_num_threads(),
-        torch=torch.__version__,
-        batch_pool=len(pool),
-        setup_seconds=cell.setup_seconds,
-        first_call_seconds=cell.first_call_seconds.get(mode_name),
-        first_call_cache=cell.first_call_cache.get(mode_name),
-        held_bytes=cell.held_bytes,
-        **cell.agreement,
-        **{f"backend_{k}": v for k, v in getattr(cell.runner, "info", {}).items()},
+def measured_info(processes, backend, mode_name):
+    """extra_info of one cell from its worker processes' data (bench/worker.py)."""
+    cells = [process["cells"][backend] for process in processes]
+    modes = [cell["modes"][mode_name] for cell in cells]
+    first = cells[0]  # the first process filled the compile caches: its first calls show cold or warm
+    info = timing.summarize(modes)
+    info.update(
+        setup_seconds=first["setup_seconds"],
+        first_call_seconds=first["first_call_seconds"].get(mode_name),
+        first_call_cache=first["first_call_cache"].get(mode_name),
+        process_first_call_seconds=[cell["first_call_seconds"].get(mode_name) for cell in cells],
+        held_bytes=statistics.median(c["held_bytes"] for c in cells) if all(
+            isinstance(c["held_bytes"], (int, float)) for c in cells) else None,
+        finite=all(m["finite"] for m in modes),
+        **worst_agreement([cell["agreement"] for cell in cells]),
+        **{f"backend_{k}": v for k, v in first["info"].items()},
     )
-    harness.settle_heap()
-    # What was compiled in the warm-up is what is timed: a torch.compile recompilation in the
-    # rounds (a guard that fails on a round's batch or state) raises instead of being timed.
-    with torch.compiler.set_stance("fail_on_recompile"):
-        if getattr(benchmark, "disabled", True):  # --benchmark-disable: one untimed call, as a test
-            result = benchmark(call)
-        else:
-            baseline = call if backend == BASELINE else unit(
-                runner_cache.get(BASELINE, device, batch_size).runner, mode_name, pool, device)
-            monitor = noise.Monitor().start()
-            seconds = paired_seconds or timing.PAIRED_SECONDS
-            benchmark.extra_info.update(timing.paired(benchmark, call, baseline, seconds))
-            benchmark.extra_info.update(monitor.stop())
-            benchmark.extra_info.update(memory.peak_over_call(call, device))
-            result = call()
-    assert torch.isfinite(result).all(), f"{backend} produced non-finite values"
-    verdict = cell.agreement["agreement"]
+    for key in modes[0]:
+        if key.startswith(("noise_", "memory_")):
+            info[key] = largest(m.get(key) for m in modes)
+    return info, [t for m in modes for t in m["call_times"]]
+
+
+def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, device, threads=None,
+                  measurements=None):
+    reason = backends.unavailable(backend, device)
+    if reason:
+        pytest.skip(f"{backend} on {device}: {reason}")
+    flops = harness.count_flops(mode_name, batch_size)
+    threads = threads or torch.get_num_threads()
+    benchmark.group = f"{mode_name} {device} batch={batch_size} threads={threads}"
+    benchmark.extra_info.update(backend=backend, mode=mode_name, device=device, batch_size=batch_size,
+                                flops=flops, threads=threads, torch=torch.__version__)
+    if getattr(benchmark, "disabled", True):  # --benchmark-disable: one untimed call here, as a test
+        cell = runner_cache.get(backend, device, batch_size)
+        pool = runner_cache.pool(device, batch_size)
+        warm(unit(FirstCalls(cell), mode_name, pool, device))
+        benchmark.extra_info.update(batch_pool=len(pool), **cell.agreement)
+        with torch.compiler.set_stance("fail_on_recompile"):  # as around the timed rounds (bench/worker.py)
+            result = benchmark(unit(cell.runner, mode_name, pool, device))
+        assert torch.isfinite(result).all(), f"{backend} produced non-finite values"
+    else:
+        info, call_times = measured_info(measurements.group(threads, device, batch_size), backend, mode_name)
+        benchmark.extra_info.update(info)
+        timing.record(benchmark, call_times)
+        assert info["finite"], f"{backend} produced non-finite values"
+    verdict = benchmark.extra_info["agreement"]
     if verdict.startswith("FAIL"):  # after the timings: they are saved, with the verdict in extra_info
-        ratios = [cell.agreement.get(f"agreement_worst_{k}_ratio") for k in ("rmse", "max")]
-        rmse, largest = (f"{r:.3g}" if isinstance(r, float) else "-" for r in ratios)
+        ratios = [benchmark.extra_info.get(f"agreement_worst_{k}_ratio") for k in ("rmse", "max")]
+        rmse, largest_error = (f"{r:.3g}" if isinstance(r, float) else "-" for r in ratios)
         pytest.fail(f"{backend} on {device} at batch {batch_size}: agreement with float64 {verdict} (worst "
-                    f"RMSE ratio {rmse}, worst largest element error ratio {largest}); timings saved, marked",
-                    pytrace=False)
+                    f"RMSE ratio {rmse}, worst largest element error ratio {largest_error}); timings saved, "
+                    "marked", pytrace=False)
 
 
 @mode("train")
-def test_train_step(benchmark, runner_cache, backend, batch_size, device, request):
-    run_benchmark(benchmark, runner_cache, "train", backend, batch_size, device,
-                  request.config.stash[PAIRED_SECONDS])
+def test_train_step(benchmark, runner_cache, measurements, backend, batch_size, device, threads):
+    run_benchmark(benchmark, runner_cache, "train", backend, batch_size, device, threads, measurements)
 
 
 @mode("forward")
-def test_forward(benchmark, runner_cache, backend, batch_size, device, request):
-    run_benchmark(benchmark, runner_cache, "forward", backend, batch_size, device,
-                  request.config.stash[PAIRED_SECONDS])
+def test_forward(benchmark, runner_cache, measurements, backend, batch_size, device, threads):
+    run_benchmark(benchmark, runner_cache, "forward", backend, batch_size, device, threads, measurements)
 
 
 @pytest.mark.parametrize("size", [1024])
-def test_sgemm(benchmark, device, size):
-    """The machine's reference throughput: one large float32 matrix multiply, same run."""
+def test_sgemm(benchmark, measurements, device, threads, size):
+    """The machine's reference throughput: one large float32 matrix multiply, in worker processes at
+    each thread count like the cells; its rounds are every process's calls, so its spread is known."""
     reason = backends.unavailable("eager", device)
     if reason:
         pytest.skip(reason)
-    a = torch.randn(size, size, device=device)
-    b = torch.randn(size, size, device=device)
-    call = timed_call(lambda: torch.mm(a, b), device)
-    for _ in range(WARMUP_CALLS):
-        call()
-    benchmark.group = f"sgemm {device}"
+    benchmark.group = f"sgemm {device} threads={threads}"
     benchmark.extra_info.update(mode="sgemm", device=device, size=size, flops=2 * size**3,
-                                threads=torch.get_num_threads(), torch=torch.__version__)
-    benchmark(call)
+                                threads=threads, torch=torch.__version__)
+    if getattr(benchmark, "disabled", True):
+        a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+        benchmark(timed_call(lambda: torch.mm(a, b), device))
+        return
+    processes = [process["sgemm"]["call_times"] for process in measurements.sgemm(threads, device, size)]
+    benchmark.extra_info.update(processes=len(processes),
+                                process_medians=[statistics.median(times) for times in processes])
+    timing.record(benchmark, [t for times in processes for t in times])

@@ -1,17 +1,23 @@
-"""Paired timing: a backend's timed rounds interleaved with eager's, in blocks, one ratio per pair.
+"""Paired timing: a backend's calls interleaved with eager's, in blocks, one ratio per pair.
 
 On a shared machine the speed of everything drifts by tens of percent over seconds (see
 ../shared/design.md, "Noise"), so a speedup from eager timed at one moment and the backend at
 another moves from run to run. Here the two alternate in blocks of about BLOCK_SECONDS each,
 in the order E B | B E | E B | ..., so each pair of neighbouring blocks sees the same phase of
 the machine and the order does not favour either side. Each pair gives one ratio (eager's time
-per call over the backend's); the speedup is their median, with a bootstrap 95% interval.
+per call over the backend's).
 
 Blocks, not single calls: alternating call by call puts the other backend's data in the caches
-before every call and reads a different ratio (results/block_length.md measures it).
+before every call and reads a different ratio (results/block_length.md measures it). A block
+holds at least MIN_BLOCK_CALLS calls, at every batch size.
 
-pytest-benchmark still times the backend's calls: they are its rounds (`benchmark.pedantic`),
-and eager's blocks run in its untimed `setup` hook, so its statistics stay the absolute figures.
+Part of the noise is fixed per process (design.md "Noise"), so a run times each cell in several
+worker processes (bench/worker.py) and the speedup is the median of all their pairs, with a
+hierarchical bootstrap 95% interval: resample the processes, then the pairs within each, so the
+interval covers the spread between processes as well as within one.
+
+`paired_blocks` is the measurement (it returns data); `record` hands the per-call times of the
+timed side to pytest-benchmark as its rounds, so its statistics and saved runs hold them.
 """
 
 import math
@@ -20,8 +26,10 @@ import time
 import numpy as np
 
 BLOCK_SECONDS = 0.05
-PAIRED_SECONDS = 2.0  # both sides together, per benchmark
-MIN_PAIRS = 10
+PAIRED_SECONDS = 2.0  # both sides together, per benchmark, over all its processes
+MIN_PAIRS = 6  # per process: whole E B | B E cycles, enough to bootstrap within it
+OVERRUN = 3  # a process stops pairing, after whole cycles and MIN_PAIRS, past OVERRUN x its budget
+MIN_BLOCK_CALLS = 3  # several calls per block at every batch size (one call per block reads cache effects)
 CONFIDENCE = 0.95
 RESAMPLES = 4000
 
@@ -37,18 +45,23 @@ def seconds_per_call(call, budget=0.02):
             return elapsed / count
 
 
-def calls_per_block(per_call, block_seconds=BLOCK_SECONDS):
-    return max(1, round(block_seconds / per_call))
+def calls_per_block(per_call, block_seconds=BLOCK_SECONDS, min_calls=MIN_BLOCK_CALLS):
+    return max(min_calls, round(block_seconds / per_call))
 
 
-def timed_block(call, count):
-    """Seconds spent inside `count` calls, each timed on its own like pytest-benchmark's rounds."""
-    total = 0.0
+def timed_calls(call, count):
+    """The seconds of each of `count` calls, each timed on its own like pytest-benchmark's rounds."""
+    times = []
     for _ in range(count):
         start = time.perf_counter()
         call()
-        total += time.perf_counter() - start
-    return total
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def timed_block(call, count):
+    """Seconds spent inside `count` calls."""
+    return sum(timed_calls(call, count))
 
 
 def median_interval(ratios, confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):
@@ -64,36 +77,106 @@ def median_interval(ratios, confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):
     return float(np.median(values)), float(low), float(high)
 
 
-def paired(benchmark, call, baseline, seconds=PAIRED_SECONDS, block_seconds=BLOCK_SECONDS):
-    """Time `call` with pytest-benchmark in blocks alternating with blocks of `baseline`.
+def hierarchical_medians(groups, resamples=RESAMPLES // 2, seed=0):
+    """Bootstrap medians of ratios grouped by process: each resample draws the processes with
+    replacement, then the pairs within each drawn process, and takes the median of what it drew."""
+    groups = [np.asarray(group, dtype=float) for group in groups if len(group)]
+    rng = np.random.default_rng(seed)
+    medians = np.empty(resamples)
+    for i in range(resamples):
+        drawn = [groups[p] for p in rng.integers(0, len(groups), len(groups))]
+        medians[i] = np.median(np.concatenate([group[rng.integers(0, group.size, group.size)]
+                                               for group in drawn]))
+    return medians
 
-    Returns the extra_info entries: speedup (baseline time / call time) median and interval,
-    number of pairs, calls per block on each side. `baseline` may be `call` itself (eager
-    against eager: a check that the method reads 1.0)."""
+
+def hierarchical_interval(groups, confidence=CONFIDENCE, resamples=RESAMPLES // 2, seed=0):
+    """(median, low, high) over ratios grouped by process: the median of all of them, and the
+    percentile interval of hierarchical_medians. With one process it is median_interval's; with
+    several, a process that reads apart from the others widens the interval, as a new process would."""
+    groups = [group for group in groups if len(group)]
+    if not groups:
+        return math.nan, math.nan, math.nan
+    tail = (1 - confidence) / 2
+    low, high = np.quantile(hierarchical_medians(groups, resamples, seed), [tail, 1 - tail])
+    return float(np.median(np.concatenate(groups))), float(low), float(high)
+
+
+def paired_blocks(call, baseline, seconds=PAIRED_SECONDS, block_seconds=BLOCK_SECONDS,
+                  min_block_calls=MIN_BLOCK_CALLS):
+    """Time `call` in blocks alternating with blocks of `baseline` (E B | B E | ...), from calls
+    already warm. Returns the data: the seconds of every timed call of `call` (its rounds), each
+    block's total on both sides (block i of one side pairs with block i of the other), and the
+    calls per block. `baseline` may be another runner of the same backend (an A/A). On a machine
+    that slows down past the blocks' sizing (a neighbour holding the other core of a two-thread
+    team) it stops after OVERRUN x `seconds`, with at least MIN_PAIRS pairs, so a run stays bounded."""
     block_seconds = min(block_seconds, seconds / (2 * MIN_PAIRS))  # short runs: shorter blocks, not fewer
     per_call, per_baseline = seconds_per_call(call), seconds_per_call(baseline)
-    k_call, k_base = calls_per_block(per_call, block_seconds), calls_per_block(per_baseline, block_seconds)
+    k_call, k_base = (calls_per_block(per, block_seconds, min_block_calls)
+                      for per in (per_call, per_baseline))
     pair_seconds = k_call * per_call + k_base * per_baseline  # whole calls: a block can outlast its aim
     pairs = max(MIN_PAIRS, round(seconds / pair_seconds))
     pairs += pairs % 2  # whole E B | B E cycles
-    baseline_blocks = []
-    rounds_started = 0
-
-    def setup():  # runs before every timed round, untimed
-        nonlocal rounds_started
-        block, position = divmod(rounds_started, k_call)
-        rounds_started += 1
-        if position == 0 and block % 2 == 0:
-            if block > 0:  # the odd block before this one ended: its eager block comes after it
-                baseline_blocks.append(timed_block(baseline, k_base))
+    call_times, call_blocks, baseline_blocks = [], [], []
+    start = time.perf_counter()
+    for pair in range(pairs):
+        if pair % 2 == 0 and pair >= MIN_PAIRS and time.perf_counter() - start > OVERRUN * seconds:
+            break
+        if pair % 2 == 0:
             baseline_blocks.append(timed_block(baseline, k_base))
+        times = timed_calls(call, k_call)
+        call_times += times
+        call_blocks.append(sum(times))
+        if pair % 2 == 1:
+            baseline_blocks.append(timed_block(baseline, k_base))
+    return {"call_times": call_times, "call_blocks": call_blocks, "baseline_blocks": baseline_blocks,
+            "block_calls": k_call, "baseline_block_calls": k_base, "block_seconds": block_seconds}
 
-    benchmark.pedantic(call, setup=setup, rounds=pairs * k_call, iterations=1, warmup_rounds=0)
-    baseline_blocks.append(timed_block(baseline, k_base))  # the last block is odd: eager after it
-    rounds = benchmark.stats.stats.data
-    call_blocks = [sum(rounds[i:i + k_call]) for i in range(0, len(rounds), k_call)]
-    ratios = [(base / k_base) / (mine / k_call) for base, mine in zip(baseline_blocks, call_blocks)]
-    median, low, high = median_interval(ratios)
-    return {"speedup": median, "speedup_low": low, "speedup_high": high, "pairs": len(ratios),
-            "block_calls": k_call, "baseline_block_calls": k_base, "block_seconds": block_seconds,
-            "confidence": CONFIDENCE}
+
+def pair_ratios(blocks):
+    """Eager's time per call over the backend's, one per pair of neighbouring blocks."""
+    k_call, k_base = blocks["block_calls"], blocks["baseline_block_calls"]
+    return [(base / k_base) / (mine / k_call)
+            for base, mine in zip(blocks["baseline_blocks"], blocks["call_blocks"])]
+
+
+def summarize(processes):
+    """The extra_info entries of one cell from its processes' paired_blocks: the speedup (median of
+    every pair, hierarchical interval), and the backend's and eager's time per call inside those
+    same pairs (their medians over all pairs), so a row's time agrees with its speedup."""
+    ratios = [pair_ratios(blocks) for blocks in processes]
+    median, low, high = hierarchical_interval(ratios)
+    mine = [b / p["block_calls"] for p in processes for b in p["call_blocks"]]
+    eager = [b / p["baseline_block_calls"] for p in processes for b in p["baseline_blocks"]]
+    return {"speedup": median, "speedup_low": low, "speedup_high": high,
+            "pairs": sum(map(len, ratios)), "processes": len(processes),
+            "process_speedups": [float(np.median(r)) for r in ratios],
+            "pair_ratios": [[round(r, 5) for r in group] for group in ratios],
+            "paired_seconds_per_call": float(np.median(mine)),
+            "paired_baseline_seconds_per_call": float(np.median(eager)),
+            "block_calls": processes[0]["block_calls"],
+            "baseline_block_calls": processes[0]["baseline_block_calls"],
+            "block_seconds": processes[0]["block_seconds"], "confidence": CONFIDENCE}
+
+
+class Replay:
+    """A clock for pytest-benchmark that replays recorded durations: read twice per round (start,
+    end), it advances by the next duration between the two reads."""
+
+    __name__ = "replay of perf_counter in the worker processes"
+
+    def __init__(self, durations):
+        self.durations, self.now, self.reads = list(durations), 0.0, 0
+
+    def __call__(self):
+        if self.reads % 2:
+            self.now += self.durations[self.reads // 2]
+        self.reads += 1
+        return self.now
+
+
+def record(benchmark, durations):
+    """Give pytest-benchmark `durations` (seconds, one per call, measured in worker processes) as
+    its rounds: its statistics, its saved runs and its own compare then hold them."""
+    benchmark._timer = Replay(durations)  # pytest-benchmark reads its clock through this attribute
+    benchmark.pedantic(lambda: None, rounds=len(durations), iterations=1, warmup_rounds=0)

@@ -62,9 +62,15 @@ def benchmark(mode, batch, backend, median, **extra):
 
 
 def paired(medians, mode, batch, backend, width=0.03):
-    """The paired speedup a run would record: eager's median over the backend's, +-3%."""
+    """The paired speedup a run would record: eager's median over the backend's, +-3%, from three
+    worker processes that read value x (1 - width), value and value x (1 + width), ten pairs each."""
     value = medians[(mode, batch, "eager")] / medians[(mode, batch, backend)]
-    return {"speedup": value, "speedup_low": value * (1 - width), "speedup_high": value * (1 + width)}
+    jitter = [0.995 + 0.001 * i for i in range(10)]
+    return {"speedup": value, "speedup_low": value * (1 - width), "speedup_high": value * (1 + width),
+            "processes": 3, "pair_ratios": [[value * (1 + offset) * j for j in jitter]
+                                            for offset in (-width, 0.0, width)],
+            "process_speedups": [value * (1 + offset) for offset in (-width, 0.0, width)],
+            "paired_seconds_per_call": medians[(mode, batch, backend)]}
 
 
 def run_data(medians=MEDIANS, when="2026-11-27T03:08:10.000000+00:00", machine=MACHINE, extra=None,
@@ -102,6 +108,10 @@ def slowed(data, backend, factor=2.0):
             bench["stats"]["ops"] /= factor
             for key in ("speedup", "speedup_low", "speedup_high"):
                 bench["extra_info"][key] /= factor
+            if backend == "eager":
+                bench["extra_info"]["paired_seconds_per_call"] *= factor
+            bench["extra_info"]["pair_ratios"] = [[r / factor for r in group]
+                                                  for group in bench["extra_info"]["pair_ratios"]]
     return data
 
 
@@ -131,8 +141,9 @@ def test_report_writes_markdown_and_charts(tmp_path, capsys):
     for fact in ["Intel(R) Xeon(R) Processor", "onnxruntime 1.32.0", "torch 2.13.0+cpu", command]:
         assert fact in text
     assert "<!-- main-table:start -->" in text
-    assert "| compile-step-im2col | cpu | 0.5 ms (2.00x [1.94, 2.06]) | 3 ms (2.00x [1.94, 2.06]) |" in text
-    assert "| eager | cpu | 1 ms (A/A 1.00x [0.97, 1.03]) |" in text
+    assert ("| compile-step-im2col | cpu | 2 | 0.5 ms (2.00x [1.94, 2.06]) | 3 ms (2.00x [1.94, 2.06]) |"
+            in text)
+    assert "| eager | cpu | 2 | 1 ms (A/A 1.00x [0.97, 1.03]) |" in text
 
     # train batch 64 compile: 99247104 FLOP / 3 ms = 33.08 GFLOP/s, 41.35% of the 80 GFLOP/s sgemm
     cells = table_row(text, "Training step, cpu", "compile-step-im2col", 64)
@@ -140,11 +151,11 @@ def test_report_writes_markdown_and_charts(tmp_path, capsys):
     assert table_row(text, "Training step, cpu", "torchscript", 64)[5] == "1.00x [0.97, 1.03]"
     assert table_row(text, "Forward pass, cpu", "compile-step-im2col", 1)[5] == "2.00x [1.94, 2.06]"
     assert str(tmp_path) not in text  # runs are named without this machine's absolute paths
-    assert "sgemm reference on cpu: 80.0 GFLOP/s" in text
-    for name in ["train_cpu.png", "forward_cpu.png"]:
+    assert "sgemm reference on cpu at 2 threads: 80.0 GFLOP/s (quartiles of its rounds" in text
+    for name in ["train_cpu_2t.png", "forward_cpu_2t.png"]:
         assert (out / name).read_bytes().startswith(PNG)
         assert f"]({name})" in text
-    assert sorted(os.listdir(out)) == ["REPORT.md", "forward_cpu.png", "train_cpu.png"]  # no temp files left
+    assert sorted(os.listdir(out)) == ["REPORT.md", "forward_cpu_2t.png", "train_cpu_2t.png"]  # no temp files
 
     assert report.main(["0001", "--storage", str(storage), "--out", str(out)]) == 0  # a named run
     assert "0001_" in (out / "REPORT.md").read_text()
@@ -161,6 +172,27 @@ def test_runs_saved_before_the_rename_read_with_todays_names(tmp_path):
     assert report.main([str(path), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "REPORT.md").read_text()
     assert "torch.compile (compile-step-im2col) not slower" in text  # a compiled row for the targets
+
+
+def test_a_rows_time_comes_from_the_same_pairing_as_its_speedup(tmp_path):
+    """pytest-benchmark's rounds say torchscript is slower than eager (1.84 against 1.51 ms), its pairing
+    says 1.05x faster: the row's time, samples/s and GFLOP/s follow the pairing, eager's A/A time / 1.05."""
+    storage, out = tmp_path / "benchmarks", tmp_path / "results"
+    data = run_data()
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        if (info.get("mode"), info.get("batch_size"), info.get("backend")) in (
+                ("train", 1, "eager"), ("train", 1, "torchscript")):
+            bench["stats"]["median"] = 1.84e-3 if info["backend"] == "torchscript" else 1.51e-3
+            info["paired_seconds_per_call"] = 1.6e-3 if info["backend"] == "eager" else 9.9
+            if info["backend"] == "torchscript":
+                info.update(speedup=1.05, speedup_low=1.0, speedup_high=1.1)
+    save(storage, 1, data)
+    assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
+    text = (out / "REPORT.md").read_text()
+    eager, torchscript = (table_row(text, "Training step, cpu", name, 1) for name in ("eager", "torchscript"))
+    assert eager[2] == "1.6" and torchscript[2] == "1.52"  # 1.6 / 1.05
+    assert float(torchscript[4].replace(",", "")) > float(eager[4].replace(",", ""))  # samples/s
 
 
 def test_report_checks_the_performance_targets(tmp_path):
@@ -211,7 +243,7 @@ def test_report_marks_a_disagreeing_backend(tmp_path):
     assert cells[5] == "2.00x [1.94, 2.06] FAIL" and cells[12] == "FAIL (max abs err 3.0e-02)"
     assert table_row(text, "Training step, cpu", "torchscript", 64)[12].startswith("pass")
     assert table_row(text, "Training step, cpu", "eager", 64)[12] == "not checked"
-    assert "| compile-step-im2col | cpu | 0.5 ms (2.00x [1.94, 2.06] FAIL) |" in text
+    assert "| compile-step-im2col | cpu | 2 | 0.5 ms (2.00x [1.94, 2.06] FAIL) |" in text
 
 
 def test_compare_flags_an_injected_2x_slowdown(tmp_path, capsys):
@@ -235,7 +267,7 @@ def test_compare_fails_a_candidate_that_disagrees_with_float64(tmp_path, capsys)
     assert compare.main([str(base), str(cand)]) == 1  # as fast as before, but wrong
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("agreement FAIL")]
     assert lines == ["agreement FAIL in the candidate (its numbers disagree with float64; do not trust its "
-                     "speedups): " + ", ".join(f"{mode} cpu batch={batch} compile-step-im2col"
+                     "speedups): " + ", ".join(f"{mode} cpu 2 threads batch={batch} compile-step-im2col"
                                                for mode in ("forward", "train") for batch in (1, 64))]
     assert compare.main([str(cand), str(base)]) == 0  # a FAIL in the baseline is not the candidate's
 
@@ -353,11 +385,11 @@ def test_report_writes_atomically_and_only_its_own_files(tmp_path, monkeypatch):
     monkeypatch.setattr(report.os, "replace", lambda src, dst: (replaced.append(os.path.basename(dst)),
                                                                 real_replace(src, dst)))
     assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
-    assert sorted(replaced) == ["REPORT.md", "forward_cpu.png", "train_cpu.png"]
+    assert sorted(replaced) == ["REPORT.md", "forward_cpu_2t.png", "train_cpu_2t.png"]
     assert (out / "notes.txt").read_text() == "keep me"
     assert "old report" not in (out / "REPORT.md").read_text()
-    assert sorted(os.listdir(out)) == ["REPORT.md", "benchmarks", "forward_cpu.png", "notes.txt",
-                                       "train_cpu.png"]
+    assert sorted(os.listdir(out)) == ["REPORT.md", "benchmarks", "forward_cpu_2t.png", "notes.txt",
+                                       "train_cpu_2t.png"]
     assert os.listdir(run.parent) == [run.name]
 
 
@@ -413,11 +445,77 @@ def test_calibration_sets_runs_side_by_side(tmp_path, capsys):
     text = (out / "calibration.md").read_text()
     # 4 train cells (compile, torchscript x batch 1, 64); compile b64: spread 2.2/2 = 1.10, its two
     # agreeing runs hold each other's medians (2 of 6), the third holds neither; others 6 of 6
-    row = ("| compile-step-im2col | 64 | 2.00x [1.94, 2.06] | 2.00x [1.94, 2.06] | 2.20x [2.13, 2.27] "
+    row = ("| compile-step-im2col | 2 | 64 | 2.00x [1.94, 2.06] | 2.00x [1.94, 2.06] | 2.20x [2.13, 2.27] "
            "| 1.10 | 2/6 |")
-    assert row in text
+    assert row + " 1.06 (9) |" in text  # every process of the three runs: 2.06 / 1.94
     assert "| 20/24 |" not in text and "83%" in text  # 20 of 24 pairs
     assert "| not met |" in text  # coverage 83% < 90%
     assert "4 of 4 cells" in text  # every spread <= 1.10
     assert calibration.main(["0001", "--storage", str(storage), "--out", str(out)]) == 2
     assert "give at least two runs" in capsys.readouterr().err
+
+
+def committed_pairs_at_one_commit():
+    """Every pair of complete committed runs (results/benchmarks) made at one commit."""
+    import itertools
+
+    runs = report.require_runs(os.path.join(report.REPO, report.DEFAULT_STORAGE))
+    by_commit = {}
+    for run in runs:
+        by_commit.setdefault(run["commit"].get("id"), []).append(run)
+    return [pair for group in by_commit.values() for pair in itertools.combinations(group, 2)]
+
+
+def test_compare_flags_nothing_between_committed_runs_of_one_commit(capsys):
+    """Runs of the same code differ by luck alone: replayed, no pair may read as a regression (these
+    single-process runs cannot separate a change from a process's luck: undecided at most)."""
+    pairs = committed_pairs_at_one_commit()
+    assert len(pairs) >= 3
+    for base, cand in pairs:
+        assert compare.compare(base, cand, 0.10) == [], (base["name"], cand["name"])
+        assert compare.compare(cand, base, 0.10) == [], (cand["name"], base["name"])
+    capsys.readouterr()
+
+
+def test_compare_flags_a_runner_slowed_by_20_percent_across_processes(tmp_path, capsys):
+    """Three processes per run, each reading apart from the others by 3%: a rerun of the same code
+    (processes in another order) flags nothing; the same backend made 20% slower is flagged."""
+    storage = tmp_path / "benchmarks"
+    base = save(storage, 1, run_data(when="2026-11-26T00:00:00+00:00"))
+    rerun = run_data()
+    for bench in rerun["benchmarks"]:
+        if "pair_ratios" in bench["extra_info"]:
+            bench["extra_info"]["pair_ratios"].reverse()
+    same = save(storage, 2, rerun)
+    slow = save(storage, 3, slowed(run_data(), "torchscript", 1.2))
+    assert compare.main([str(base), str(same)]) == 0
+    assert compare.main([str(base), str(slow)]) == 1
+    flagged = [line for line in capsys.readouterr().out.splitlines() if line.endswith("REGRESSION")]
+    assert len(flagged) == 4 and all("torchscript" in line and "+20%" in line for line in flagged)
+
+
+def test_compare_leaves_a_single_process_change_undecided(tmp_path, capsys):
+    """Runs timed in one process (saved before worker processes, or --quick): a 2x change is printed as
+    undecided, not judged, since one process cannot tell a regression from its own luck."""
+    storage = tmp_path / "benchmarks"
+    one = run_data(when="2026-11-26T00:00:00+00:00")
+    for bench in one["benchmarks"]:
+        bench["extra_info"]["pair_ratios"] = bench["extra_info"].get("pair_ratios", [[]])[:1]
+    base = save(storage, 1, one)
+    cand = save(storage, 2, slowed(one, "torchscript"))
+    assert compare.main([str(base), str(cand)]) == 0
+    assert "4 undecided" in capsys.readouterr().out
+
+
+def test_an_a_a_whose_interval_excludes_1_is_marked(tmp_path):
+    storage, out = tmp_path / "benchmarks", tmp_path / "results"
+    data = run_data()
+    for bench in data["benchmarks"]:
+        info = bench["extra_info"]
+        if (info.get("mode"), info.get("batch_size"), info.get("backend")) == ("train", 64, "eager"):
+            info.update(speedup=1.08, speedup_low=1.05, speedup_high=1.11)
+    save(storage, 1, data)
+    assert report.main(["--storage", str(storage), "--out", str(out)]) == 0
+    text = (out / "REPORT.md").read_text()
+    assert table_row(text, "Training step, cpu", "eager", 64)[5] == "A/A 1.08x [1.05, 1.11] (A/A off 1)"
+    assert table_row(text, "Training step, cpu", "eager", 1)[5] == "A/A 1.00x [0.97, 1.03]"

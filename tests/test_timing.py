@@ -24,22 +24,6 @@ class Clock:
         return call
 
 
-class Rounds:
-    """pytest-benchmark's pedantic mode on the simulated clock."""
-
-    def __init__(self, clock):
-        self.clock = clock
-
-    def pedantic(self, target, setup, rounds, iterations=1, warmup_rounds=0):
-        data = []
-        for _ in range(rounds):
-            setup()
-            start = self.clock()
-            target()
-            data.append(self.clock() - start)
-        self.stats = type("S", (), {"stats": type("D", (), {"data": data})()})()
-
-
 @pytest.fixture
 def clock(monkeypatch):
     simulated = Clock(slowness=lambda t: 1.0 + t / 2.0)  # the machine slows down 2x over two seconds
@@ -49,14 +33,14 @@ def clock(monkeypatch):
 
 def test_a_backend_slowed_by_10_percent_is_seen_through_a_drifting_machine(clock):
     eager, slowed = clock.work("eager", 1e-3), clock.work("backend", 1.1e-3)
-    info = timing.paired(Rounds(clock), slowed, eager, seconds=2.0)
+    info = timing.summarize([timing.paired_blocks(slowed, eager, seconds=2.0)])
     assert info["speedup"] == pytest.approx(1 / 1.1, rel=0.01)
     assert info["speedup_high"] < 0.95  # the interval clears 1: slower, decided
 
 
 def test_eager_against_itself_reads_one(clock):
     eager = clock.work("eager", 1e-3)
-    info = timing.paired(Rounds(clock), eager, eager, seconds=2.0)
+    info = timing.summarize([timing.paired_blocks(eager, eager, seconds=2.0)])
     assert info["speedup_low"] <= 1.0 <= info["speedup_high"]
     assert info["speedup"] == pytest.approx(1.0, rel=0.01)
 
@@ -75,13 +59,49 @@ def runs(log):
 def test_blocks_alternate_in_order_e_b_b_e(clock, monkeypatch):
     eager, backend = clock.work("E", 1e-3), clock.work("B", 2e-3)
     monkeypatch.setattr(timing, "seconds_per_call", lambda call: 2e-3 if call is backend else 1e-3)
-    info = timing.paired(Rounds(clock), backend, eager, seconds=1.0, block_seconds=0.01)
+    blocks = timing.paired_blocks(backend, eager, seconds=1.0, block_seconds=0.01)
+    info = timing.summarize([blocks])
     assert info["pairs"] == 50 and info["block_calls"] == 5 and info["baseline_block_calls"] == 10
+    assert len(blocks["call_times"]) == 50 * 5 and blocks["call_times"][0] == pytest.approx(2e-3, rel=0.1)
     # E0 B0 | B1 E1 | E2 B2 | ... | B49 E49: neighbouring blocks of one side merge into runs of two
     body = runs(clock.log)
     assert [name for name, _ in body] == ["E", "B"] * 25 + ["E"]
     assert [count for name, count in body if name == "E"] == [10] + [20] * 24 + [10]
     assert [count for name, count in body if name == "B"] == [10] * 25
+
+
+def test_a_block_holds_several_calls_at_every_batch_size(clock):
+    slow_eager, slow_backend = clock.work("E", 0.2), clock.work("B", 0.3)  # batch 256: longer than a block
+    info = timing.summarize([timing.paired_blocks(slow_backend, slow_eager, seconds=1.0)])
+    assert info["block_calls"] == info["baseline_block_calls"] == timing.MIN_BLOCK_CALLS >= 3
+    assert info["pairs"] >= timing.MIN_PAIRS
+
+
+def test_the_hierarchical_interval_covers_a_per_process_offset():
+    """Three processes read 2.0, 2.0 and 2.4, each tightly: the interval of the pairs pooled as one
+    process is narrow and misses a fresh process's 2.4; resampling processes first covers it."""
+    rng = np.random.default_rng(0)
+    processes = [level + 0.02 * rng.standard_normal(30) for level in (2.0, 2.0, 2.4)]
+    pooled = timing.median_interval(np.concatenate(processes))
+    median, low, high = timing.hierarchical_interval(processes)
+    assert pooled[2] < 2.3  # within-process intervals do not cover the odd process
+    assert low <= 2.0 and high >= 2.35 and low <= median <= high
+    one = timing.hierarchical_interval(processes[:1])  # one process: the pairs' own bootstrap
+    assert one[2] - one[1] < 0.05
+
+
+def test_replayed_rounds_are_the_recorded_call_times():
+    class Fixture:  # pytest-benchmark's own pedantic loop, reading its clock through _timer
+        def pedantic(self, target, rounds, iterations, warmup_rounds):
+            self.data = []
+            for _ in range(rounds):
+                start = self._timer()
+                target()
+                self.data.append(self._timer() - start)
+
+    fixture = Fixture()
+    timing.record(fixture, [1e-3, 2e-3, 5e-4])
+    assert fixture.data == pytest.approx([1e-3, 2e-3, 5e-4])
 
 
 def test_median_interval_covers_the_median_and_narrows_with_more_pairs():
@@ -119,3 +139,15 @@ def test_peak_memory_sees_an_allocation_inside_the_call():
         pytest.skip("/proc/self/clear_refs is not writable here")
     assert info["memory_peak_bytes"] >= 0.9 * size
     assert memory.peak_over_call(lambda: None)["memory_peak_bytes"] < 0.5 * size
+
+
+def test_pairing_stops_when_the_machine_slows_far_past_its_sizing(monkeypatch):
+    """Sized on a quick machine (10 pairs of 50 ms blocks for 1 s), then 20x slower: the process
+    stops at the first whole cycle past OVERRUN x its budget that has MIN_PAIRS pairs, instead of
+    running all 10 pairs 20x as long."""
+    simulated = Clock(slowness=lambda t: 1.0 if t < 0.05 else 20.0)
+    monkeypatch.setattr(timing.time, "perf_counter", simulated)
+    eager, backend = simulated.work("E", 1e-3), simulated.work("B", 1e-3)
+    blocks = timing.paired_blocks(backend, eager, seconds=1.0)
+    assert blocks["block_calls"] == blocks["baseline_block_calls"] == 50
+    assert len(blocks["call_blocks"]) == len(blocks["baseline_blocks"]) == timing.MIN_PAIRS < 10

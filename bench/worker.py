@@ -1,0 +1,146 @@
+"""One worker process of a timed run (started by bench/launch.py; the pytest session collects).
+
+    python -m bench.worker --threads 1 --device cpu --batch-size 1 --backends eager,compile \
+        --modes train,forward --seconds 0.7 --result FILE
+    python -m bench.worker --threads 1 --device cpu --sgemm 1024 --seconds 0.5 --result FILE
+
+The worker runs at one thread count (its OpenMP pool, and ONNX Runtime's sessions made after it)
+and holds eager and the given backends at one device and batch size. It creates their runners,
+checks them all against float64 in lockstep (bench/agreement.py, on these very runners), warms
+them up, then times each backend paired with eager (bench/timing.py), eager itself against a
+second, independent eager runner (its own weights, its own place in the batch pool): the A/A.
+It writes data, not verdicts: every block time, the per-call times of the timed side, first-call
+and setup times, memory, noise and agreement, as JSON to --result.
+"""
+
+import argparse
+import itertools
+import sys
+import time
+
+import torch
+
+import model
+from bench import backends, harness, launch, memory, noise, timing
+
+WARMUP_CALLS = 3
+BASELINE = "eager"
+TWIN_OFFSET = 0.5  # the A/A's second eager runner starts half the batch pool away
+
+
+def timed_call(step, device):
+    """The callable that is timed: one unit of work, and on CUDA a wait for it to end."""
+    if torch.device(device).type == "cuda":
+        def call():
+            result = step()
+            backends.synchronize(device)
+            return result
+        return call
+    return step
+
+
+def unit(runner, mode_name, pool, device, start=0):
+    """One timed unit of `runner`: a training step or a forward pass on the pool's next batch,
+    beginning at batch `start`."""
+    batches = itertools.islice(itertools.cycle(pool), start, None)
+    if mode_name == "train":
+        return timed_call(lambda: runner.train_step(*next(batches)), device)
+    return timed_call(lambda: runner.forward(next(batches)[0]), device)
+
+
+def warm(call, calls=WARMUP_CALLS):
+    for _ in range(calls):  # the first call compiles or allocates, when nothing did before
+        call()
+
+
+def second_eager(device):
+    """The A/A's other side: an eager runner of its own, from its own copy of the start weights."""
+    from bench.conftest import AGREEMENT_SEED
+
+    return backends.create(BASELINE, model.make_net(seed=AGREEMENT_SEED).state_dict(), device=device)
+
+
+def measure_cells(names, modes, device, batch_size, seconds, say):
+    from bench.conftest import FirstCalls, RunnerCache
+
+    cache = RunnerCache(check_agreement=True, selected=list(dict.fromkeys([BASELINE, *names])), say=say)
+    cells = {name: cache.get(name, device, batch_size) for name in dict.fromkeys([BASELINE, *names])}
+    pool = cache.pool(device, batch_size)
+    twin = second_eager(device)
+    out = {name: {"setup_seconds": cell.setup_seconds, "agreement": cell.agreement,
+                  "info": getattr(cell.runner, "info", {}), "modes": {}} for name, cell in cells.items()}
+    for mode in modes:
+        eager = unit(cells[BASELINE].runner, mode, pool, device)
+        warm(eager)
+        twin_call = unit(twin, mode, pool, device, start=int(len(pool) * TWIN_OFFSET))
+        warm(twin_call)
+        for name in names:
+            cell = cells[name]
+            warm(unit(FirstCalls(cell), mode, pool, device))
+            call = unit(cell.runner, mode, pool, device)
+            baseline = twin_call if name == BASELINE else eager
+            harness.settle_heap()
+            # What the warm-up compiled is what is timed: a torch.compile recompilation in the rounds
+            # (a guard that fails on a round's batch or state) raises instead of being timed.
+            with torch.compiler.set_stance("fail_on_recompile"):
+                monitor = noise.Monitor().start()
+                blocks = timing.paired_blocks(call, baseline, seconds)
+                measured = {**blocks, **monitor.stop(), **memory.peak_over_call(call, device)}
+                measured["finite"] = bool(torch.isfinite(call()).all())
+            say(f"{name} {mode}: {len(blocks['call_blocks'])} pairs")
+            out[name]["modes"][mode] = measured
+    for name, cell in cells.items():  # after every first call
+        out[name].update(first_call_seconds=cell.first_call_seconds, first_call_cache=cell.first_call_cache,
+                         held_bytes=cell.held_bytes)
+    return out
+
+
+def measure_sgemm(size, device, seconds):
+    """Per-call times of one size x size float32 matrix multiply, for `seconds`."""
+    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+    call = timed_call(lambda: torch.mm(a, b), device)
+    warm(call)
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < timing.MIN_PAIRS:
+        times += timing.timed_calls(call, 1)
+    return {"call_times": times}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=harness.positive, required=True)
+    parser.add_argument("--device", default="cpu", choices=backends.DEVICES)
+    parser.add_argument("--batch-size", type=harness.positive, default=1)
+    parser.add_argument("--backends", default=BASELINE, help="comma-separated; eager is always held")
+    parser.add_argument("--modes", default=",".join(harness.MODES))
+    parser.add_argument("--sgemm", type=harness.positive, default=None,
+                        help="time an sgemm of this size instead")
+    parser.add_argument("--seconds", type=float, default=timing.PAIRED_SECONDS,
+                        help="paired seconds per cell")
+    parser.add_argument("--result", required=True, help="where the JSON results go")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)  # OMP_NUM_THREADS (bench/launch.py) already sized the pool
+
+    def say(text):
+        print(f"threads {args.threads} {args.device} batch {args.batch_size}: {text}", file=sys.stderr,
+              flush=True)
+
+    try:
+        data = {"threads": torch.get_num_threads(), "device": args.device}
+        if args.sgemm:
+            data["sgemm"] = measure_sgemm(args.sgemm, args.device, args.seconds)
+        else:
+            names = [name for name in args.backends.split(",") if name]
+            modes = [mode for mode in args.modes.split(",") if mode]
+            data.update(batch_size=args.batch_size,
+                        cells=measure_cells(names, modes, args.device, args.batch_size, args.seconds, say))
+        launch.write_result(args.result, data)
+    except Exception as error:  # one line for the launcher, no traceback
+        first_line = (str(error).splitlines() or [""])[0]
+        print(f"bench.worker: error: {error.__class__.__name__}: {first_line}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
