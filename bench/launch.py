@@ -50,11 +50,3 @@ def run(module, arguments, threads=None, timeout=WORKER_TIMEOUT):
                 return json.load(f)
         except (OSError, json.JSONDecodeError) as error:
             raise WorkerFailed(f"worker `{name}` exited 0 but left no readable result ({error})") from None
-
-
-def write_result(path, data):
-    """The worker's side: its results, written whole (a reader never sees half a file)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, default=str)
-    os.replace(tmp, path)

@@ -15,13 +15,14 @@ and setup times, memory, noise and agreement, as JSON to --result.
 
 import argparse
 import itertools
+import json
 import sys
 import time
 
 import torch
 
 import model
-from bench import backends, harness, launch, memory, noise, timing
+from bench import backends, harness, memory, noise, timing
 
 WARMUP_CALLS = 3
 BASELINE = "eager"
@@ -134,7 +135,7 @@ def main(argv=None):
             modes = [mode for mode in args.modes.split(",") if mode]
             data.update(batch_size=args.batch_size,
                         cells=measure_cells(names, modes, args.device, args.batch_size, args.seconds, say))
-        launch.write_result(args.result, data)
+        harness.write_text_atomic(args.result, json.dumps(data, default=str))  # whole or absent
     except Exception as error:  # one line for the launcher, no traceback
         first_line = (str(error).splitlines() or [""])[0]
         print(f"bench.worker: error: {error.__class__.__name__}: {first_line}", file=sys.stderr)

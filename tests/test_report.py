@@ -466,10 +466,16 @@ def committed_pairs_at_one_commit():
     return [pair for group in by_commit.values() for pair in itertools.combinations(group, 2)]
 
 
-def test_compare_flags_nothing_between_committed_runs_of_one_commit(capsys):
-    """Runs of the same code differ by luck alone: replayed, no pair may read as a regression (these
-    single-process runs cannot separate a change from a process's luck: undecided at most)."""
-    pairs = committed_pairs_at_one_commit()
+def single_process(run):
+    return max(row.get("processes") or 1 for row in run["rows"].values()) == 1
+
+
+def test_compare_flags_nothing_between_committed_single_process_runs_of_one_commit(capsys):
+    """Runs timed in one process (before worker processes) cannot separate a change from a process's
+    luck: replayed, no same-commit pair of them may read as a regression (undecided at most). Whether
+    multi-process runs of one commit hold still is a measurement, not a test: `python -m bench.compare`
+    on the calibration runs, in the README."""
+    pairs = [(a, b) for a, b in committed_pairs_at_one_commit() if single_process(a) and single_process(b)]
     assert len(pairs) >= 3
     for base, cand in pairs:
         assert compare.compare(base, cand, 0.10) == [], (base["name"], cand["name"])

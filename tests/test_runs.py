@@ -103,19 +103,24 @@ def test_an_interrupted_run_is_kept_marked_and_left_out_of_the_report(tmp_path):
     assert compare.main(["--storage", str(tmp_path / "benchmarks")]) == 2
 
 
-def interrupt(run):
+def interrupt(run, patience=60):
     """Ctrl-C, as a person would: again if the first one was lost (Python drops a KeyboardInterrupt
-    that lands inside a destructor, and the run then goes on). Returns the run's output."""
+    that lands inside a destructor, and the run then goes on), but only after `patience` seconds: an
+    interrupted run still saves what finished, which on a loaded machine takes a while, and a second
+    Ctrl-C in the middle of it would stop the saving. Returns the run's output."""
     output = []
     reader = threading.Thread(target=lambda: output.extend(run.stdout))
     reader.start()
-    for _ in range(5):
+    for _ in range(3):
         run.send_signal(signal.SIGINT)
         try:
-            run.wait(timeout=15)
+            run.wait(timeout=patience)
             break
         except subprocess.TimeoutExpired:
             continue
+    else:
+        run.kill()
+        output.append(f"\n[the run did not end after 3 interrupts {patience} s apart; killed]")
     reader.join(timeout=60)
     return "".join(output)
 
