@@ -74,8 +74,11 @@ def test_an_interrupted_run_is_kept_marked_and_left_out_of_the_report(tmp_path):
 
     path = os.pathsep.join([str(REPO / "tests"), os.environ.get("PYTHONPATH", "")])
     env = {**os.environ, "PYTHONPATH": path}
+    # Ctrl-C's default action in the run, even where this process was started with SIGINT ignored (as
+    # a shell does for a command it starts in the background): Python keeps an inherited SIG_IGN.
     run = subprocess.Popen(bench_command(tmp_path, *QUICK, "--modes", "train,forward", "-p", "hold_plugin"),
-                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                           cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     for line in run.stdout:
         lines.append(line)
