@@ -2,10 +2,10 @@
 thread count.
 
 Run with `pytest bench/ --benchmark-only`. The timing happens in worker processes
-(bench/worker.py, started through bench/launch.py by bench/conftest.py's Measurements), several
+(bench/launch/worker.py, started through bench/launch/process.py by bench/session.py's Measurements), several
 per cell, each at its thread count: each creates its runners, checks them against float64 and
 warms them up (compilation, first-call allocation) outside the timed rounds, then alternates
-every backend's calls with eager's in blocks (bench/timing.py). Here each benchmark hands the
+every backend's calls with eager's in blocks (bench/measure/timing.py). Here each benchmark hands the
 per-call times of all its processes to pytest-benchmark as its rounds and records the speedup
 over all processes, the first-call and setup times, memory, noise and agreement beside them.
 
@@ -18,9 +18,10 @@ import statistics
 import pytest
 import torch
 
-from bench import backends, harness, timing
-from bench.conftest import FirstCalls
-from bench.worker import timed_call, unit, warm
+from bench import backends
+from bench.launch.worker import timed_call, unit, warm
+from bench.measure import machine, timing
+from bench.session import FirstCalls
 
 
 def mode(name):
@@ -42,7 +43,7 @@ def worst_agreement(verdicts):
 
 
 def measured_info(processes, backend, mode_name):
-    """extra_info of one cell from its worker processes' data (bench/worker.py)."""
+    """extra_info of one cell from its worker processes' data (bench/launch/worker.py)."""
     cells = [process["cells"][backend] for process in processes]
     modes = [cell["modes"][mode_name] for cell in cells]
     first = cells[0]  # the first process filled the compile caches: its first calls show cold or warm
@@ -69,7 +70,7 @@ def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, devic
     reason = backends.unavailable(backend, device)
     if reason:
         pytest.skip(f"{backend} on {device}: {reason}")
-    flops = harness.count_flops(mode_name, batch_size)
+    flops = machine.count_flops(mode_name, batch_size)
     threads = threads or torch.get_num_threads()
     benchmark.group = f"{mode_name} {device} batch={batch_size} threads={threads}"
     benchmark.extra_info.update(backend=backend, mode=mode_name, device=device, batch_size=batch_size,
@@ -79,7 +80,8 @@ def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, devic
         pool = runner_cache.pool(device, batch_size)
         warm(unit(FirstCalls(cell), mode_name, pool, device))
         benchmark.extra_info.update(batch_pool=len(pool), **cell.agreement)
-        with torch.compiler.set_stance("fail_on_recompile"):  # as around the timed rounds (bench/worker.py)
+        # as around the timed rounds (bench/launch/worker.py)
+        with torch.compiler.set_stance("fail_on_recompile"):
             result = benchmark(unit(cell.runner, mode_name, pool, device))
         assert torch.isfinite(result).all(), f"{backend} produced non-finite values"
     else:

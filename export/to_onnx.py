@@ -91,10 +91,10 @@ def validate(args):
     out = args.out
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} exists and is not a folder")
-    from bench import harness
+    from bench import files
 
     try:
-        harness.probe_writable(out)
+        files.probe_writable(out)
     except OSError as error:
         raise UsageError(f"--out {out} is not a writable folder: {error.strerror or error}") from None
     if not args.force:
@@ -105,12 +105,12 @@ def validate(args):
 
 def write_atomic(path, chunks):
     """Write `chunks` (bytes, or an iterable of bytes) to `path` whole or not at all
-    (bench.harness.write_atomic: through a temporary file, renamed into place once complete)."""
-    from bench import harness
+    (bench.files.write_atomic: through a temporary file, renamed into place once complete)."""
+    from bench import files
 
     if isinstance(chunks, (bytes, bytearray)):
         chunks = [chunks]
-    harness.write_atomic(path, lambda f: f.writelines(chunks))
+    files.write_atomic(path, lambda f: f.writelines(chunks))
 
 
 def parity(inference_bytes, train_bytes, seed, batch_size):

@@ -1,4 +1,4 @@
-"""Agreement across backends with eager float64 (bench/agreement.py), and that the check can fail."""
+"""Agreement across backends with eager float64 (bench/measure/agreement.py), and that the check can fail."""
 
 import json
 import math
@@ -9,8 +9,9 @@ import pytest
 import torch
 
 import model
-from bench import agreement, backends
+from bench import backends
 from bench.backends import eager
+from bench.measure import agreement
 
 STEPS = agreement.DEFAULT_STEPS  # 20
 BATCH = agreement.DEFAULT_BATCH_SIZE  # the injected faults' batch size (their sizes are tuned to it)

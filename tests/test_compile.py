@@ -76,7 +76,7 @@ def test_first_steps_record_their_graphs_once(trained):
 
 
 def test_compile_study_bad_variant_is_one_line(capsys, tmp_path):
-    from bench import compile_study
+    from bench.studies import compile_study
 
     assert compile_study.main(["--variants", "compile-net,nope", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
@@ -86,7 +86,7 @@ def test_compile_study_bad_variant_is_one_line(capsys, tmp_path):
 
 
 def test_compile_study_table_says_what_was_not_timed():
-    from bench import compile_study
+    from bench.studies import compile_study
 
     rows = [{"variant": "compile-net nchw", "batch_size": 64, "agreement": "pass",
              "speedup": [1.1, 1.0, 1.2], "load_average": [2.0, 2.5]},
@@ -119,7 +119,7 @@ def test_agreement_fails_compile_net_exactly_where_torch_gets_its_gradients_wron
     reason = backends.unavailable("compile-net", "cpu")
     if reason:
         pytest.skip(reason)
-    from bench import agreement
+    from bench.measure import agreement
 
     torch_is_wrong = compiled_gradient_error(8) > 1e-5
     [result] = agreement.check(["compile-net"], "cpu", steps=2, batch_size=8)

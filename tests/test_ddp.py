@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from bench import ddp, report
+from bench.reporting import report
+from bench.studies import ddp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TIMEOUT = 300  # seconds per process: far more than they need, but a hang must fail, not block CI

@@ -15,7 +15,8 @@ import pytest
 import torch
 
 import model
-from bench import backends, compile_time, profile
+from bench import backends
+from bench.studies import compile_time, profile
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 COVERAGE = re.compile(r"Op self times cover ([\d.]+)% of the benchmarked build's wall time")
@@ -231,7 +232,7 @@ def test_bad_arguments_one_line(module, argv, message, capsys, tmp_path):
     assert captured.out == ""
     lines = captured.err.splitlines()
     assert len(lines) == 1 and message in lines[0]
-    assert lines[0].startswith(f"python -m {module.__name__}: error:")
+    assert lines[0].startswith(f"python -m bench.{module.__name__.rsplit('.', 1)[-1]}: error:")
     assert not (tmp_path / "out").exists()
 
 

@@ -9,7 +9,8 @@ import os
 
 import pytest
 
-from bench import compare, draw_net, report
+from bench.reporting import compare, report
+from bench.studies import draw_net
 
 PNG = b"\x89PNG\r\n\x1a\n"
 MACHINE = {
@@ -430,7 +431,7 @@ def test_report_carries_the_profile_summary_and_links_what_lies_beside_it(tmp_pa
 
 
 def test_calibration_sets_runs_side_by_side(tmp_path, capsys):
-    from bench import calibration
+    from bench.reporting import calibration
 
     storage, out = tmp_path / "benchmarks", tmp_path / "results"
     save(storage, 1, run_data(when="2026-11-26T00:00:00+00:00"))  # compile 2.00x [1.94, 2.06]

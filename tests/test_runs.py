@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import backends, harness
+from bench import backends
+from bench.files import file_mode
 
 REPO = Path(__file__).resolve().parents[1]
 QUICK = ["--backends", "eager", "--batch-sizes", "1", "--devices", "cpu", "--modes", "forward",
@@ -59,7 +60,7 @@ def test_two_runs_at_the_same_moment_both_keep_their_results(tmp_path):
     assert len(files) == 2, files
     for f in files:
         assert json.loads(f.read_text())["benchmarks"]
-        assert f.stat().st_mode & 0o777 == harness.file_mode()  # not mkstemp's 0600
+        assert f.stat().st_mode & 0o777 == file_mode()  # not mkstemp's 0600
     assert "Forward pass, cpu" in (tmp_path / "REPORT.md").read_text()  # refreshed after the run
 
 
@@ -94,7 +95,7 @@ def test_an_interrupted_run_is_kept_marked_and_left_out_of_the_report(tmp_path):
     assert data["lenet_bench"]["interrupted"] and data["benchmarks"]
     assert "was interrupted" in output
     assert (tmp_path / "REPORT.md").read_text() == report_before  # still the last complete run
-    from bench import compare, report
+    from bench.reporting import compare, report
 
     assert report.require_runs(str(tmp_path / "benchmarks"))[-1]["path"] == str(earlier)
     named = report.find_run(partial[0].name[:4], str(tmp_path / "benchmarks"))
@@ -133,7 +134,7 @@ def test_saving_never_overwrites_a_run_with_the_same_name(tmp_path, monkeypatch)
 
     from pytest_benchmark.storage.file import FileStorage
 
-    from bench.conftest import protect_saved_runs
+    from bench.runs.store import protect_saved_runs
 
     storage = FileStorage(tmp_path, logger=SimpleNamespace(info=lambda *a, **k: None))
     # two runs ending together both see the same newest number on disk
@@ -161,7 +162,7 @@ class FakeBenchmark:
 def test_benchmark_reports_non_finite_results(monkeypatch, bad):
     import model
     from bench import test_benchmarks
-    from bench.conftest import RunnerCache
+    from bench.session import RunnerCache
 
     make_batch = model.make_batch
 
@@ -181,7 +182,7 @@ def test_benchmark_of_a_disagreeing_runner_fails_after_its_timings(monkeypatch):
     import model
     from bench import test_benchmarks
     from bench.backends import eager
-    from bench.conftest import RunnerCache
+    from bench.session import RunnerCache
 
     class LearningRateOff(eager.Runner):
         def __init__(self, *args, **kwargs):
@@ -208,8 +209,9 @@ def test_benchmark_of_a_disagreeing_runner_fails_after_its_timings(monkeypatch):
 
 
 def test_timed_training_step_updates_the_parameters_every_round(backend):
-    from bench import test_benchmarks, worker
-    from bench.conftest import RunnerCache
+    from bench import test_benchmarks
+    from bench.launch import worker
+    from bench.session import RunnerCache
 
     cache = RunnerCache(check_agreement=False)
     runner = cache.get(backend, "cpu", 4).runner
@@ -282,8 +284,9 @@ def fraction_changed(pool):
 def test_a_recompile_inside_the_timed_rounds_fails_the_benchmark(recompiles):
     """A runner whose compiled step recompiles after its warm-up (here: a guard on a Python int that
     changes every call) must fail rather than have its compilations timed; one that does not, passes."""
-    from bench import test_benchmarks, worker
-    from bench.conftest import RunnerCache
+    from bench import test_benchmarks
+    from bench.launch import worker
+    from bench.session import RunnerCache
 
     cache = RunnerCache(check_agreement=False)
     runner = cache.get("eager", "cpu", 2).runner

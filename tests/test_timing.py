@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench import memory, noise, timing
+from bench.measure import memory, noise, timing
 
 
 class Clock:

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from bench import launch, timing
+from bench.launch import process
+from bench.measure import timing
 
 FAKE_WORKER = '''
 import json, os, sys, time
@@ -33,37 +34,37 @@ def fake_worker(tmp_path, monkeypatch):
 
 
 def test_the_launcher_returns_the_workers_results_as_data(fake_worker):
-    data = launch.run(fake_worker, ["ok"], threads=3)
+    data = process.run(fake_worker, ["ok"], threads=3)
     assert data == {"blocks": [1.5, 2.5], "threads": "3"}  # OMP_NUM_THREADS set before the worker starts
 
 
 def test_a_failing_worker_is_one_line_naming_it_and_its_error(fake_worker):
-    with pytest.raises(launch.WorkerFailed) as failed:
-        launch.run(fake_worker, ["fail"])
+    with pytest.raises(process.WorkerFailed) as failed:
+        process.run(fake_worker, ["fail"])
     message = str(failed.value)
     assert "\n" not in message and "exit status 3" in message and "fake_worker fail" in message
     assert message.endswith("fake_worker: error: ValueError: the batch pool is empty")
-    with pytest.raises(launch.WorkerFailed, match="exited 0 but left no readable result"):
-        launch.run(fake_worker, ["silent"])
+    with pytest.raises(process.WorkerFailed, match="exited 0 but left no readable result"):
+        process.run(fake_worker, ["silent"])
 
 
 def test_a_worker_past_its_timeout_is_killed(fake_worker):
     start = time.perf_counter()
-    with pytest.raises(launch.WorkerFailed, match="gave no result within 1 s and was killed"):
-        launch.run(fake_worker, ["hang"], timeout=1)
+    with pytest.raises(process.WorkerFailed, match="gave no result within 1 s and was killed"):
+        process.run(fake_worker, ["hang"], timeout=1)
     assert time.perf_counter() - start < 30
 
 
 def test_a_failed_group_fails_each_of_its_benchmarks_with_the_one_line(monkeypatch):
-    from bench.conftest import Measurements
+    from bench.session import Measurements
 
     calls = []
 
     def run(module, arguments, threads=None, timeout=None):
         calls.append(arguments)
-        raise launch.WorkerFailed("worker `bench.worker` failed (exit status 1): bench.worker: error: boom")
+        raise process.WorkerFailed("worker `bench.worker` failed (exit status 1): bench.worker: error: boom")
 
-    monkeypatch.setattr(launch, "run", run)
+    monkeypatch.setattr(process, "run", run)
     measurements = Measurements({"backend": ["eager"], "mode": ["train"]}, processes=3, paired_seconds=1.5,
                                 say=lambda text: None)
     for _ in range(2):  # the second benchmark of the group does not start the workers again
@@ -73,7 +74,7 @@ def test_a_failed_group_fails_each_of_its_benchmarks_with_the_one_line(monkeypat
 
 
 def test_a_worker_times_every_backend_and_returns_data():
-    data = launch.run("bench.worker", ["--threads", 1, "--batch-size", 2, "--backends", "eager",
+    data = process.run("bench.launch.worker", ["--threads", 1, "--batch-size", 2, "--backends", "eager",
                                        "--modes", "train", "--seconds", 0.2], threads=1)
     assert data["threads"] == 1 and data["batch_size"] == 2
     eager = data["cells"]["eager"]
@@ -88,7 +89,8 @@ def test_the_a_a_pairs_eager_with_an_independent_runner_and_can_fail(monkeypatch
     """Eager's row pairs it with a second eager runner: its own weights, its own place in the batch
     pool. Made 1 ms slower per step, that second runner moves the A/A off 1, beyond its interval."""
     import model
-    from bench import backends, worker
+    from bench import backends
+    from bench.launch import worker
 
     made = []
 
@@ -121,14 +123,14 @@ def test_the_a_a_pairs_eager_with_an_independent_runner_and_can_fail(monkeypatch
 def collect(*options):
     selection = ["--backends", "eager", "--batch-sizes", "1", "--devices", "cpu", "--modes", "train"]
     done = subprocess.run([sys.executable, "-m", "pytest", "bench/test_benchmarks.py", "--collect-only",
-                           "-q", *selection, *options], capture_output=True, text=True, cwd=launch.REPO,
-                          env={**os.environ, "PYTHONPATH": launch.REPO})
+                           "-q", *selection, *options], capture_output=True, text=True, cwd=process.REPO,
+                          env={**os.environ, "PYTHONPATH": process.REPO})
     assert done.returncode == 0, done.stdout + done.stderr
     return [line.split("::")[1] for line in done.stdout.splitlines() if "::" in line]
 
 
 def test_threads_are_an_axis_of_every_cell():
-    from bench.conftest import all_cores
+    from bench.session import all_cores
 
     assert collect("--threads", "2,1,2") == ["test_train_step[2threads-cpu-1-eager]",
                                              "test_train_step[1thread-cpu-1-eager]",

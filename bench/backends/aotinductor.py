@@ -34,7 +34,7 @@ import time
 import torch
 
 import model
-from bench import harness
+from bench import files
 from bench.backends.compile import Im2colLowering
 from bench.backends.compile import unavailable as compile_unavailable
 from export import train_graph
@@ -190,7 +190,7 @@ def _library(state_dict, device, dtype, train, threads):
             dims = ({0: batch}, *[None] * len(on_device))
         exported = torch.export.export(module, args, dynamic_shapes=dims, strict=False)
         # A library on disk is whole or absent; the packager wants a name ending in .pt2.
-        harness.replace_atomic(path, lambda tmp: torch._inductor.aoti_compile_and_package(
+        files.replace_atomic(path, lambda tmp: torch._inductor.aoti_compile_and_package(
             exported, package_path=tmp, inductor_configs=options), suffix=".pt2")
     library = torch._inductor.aoti_load_package(path)
     return library, time.perf_counter() - start, cached

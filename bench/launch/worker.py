@@ -1,4 +1,4 @@
-"""One worker process of a timed run (started by bench/launch.py; the pytest session collects).
+"""One worker process of a timed run (started by bench/launch/process.py; the pytest session collects).
 
     python -m bench.worker --threads 1 --device cpu --batch-size 1 --backends eager,compile \
         --modes train,forward --seconds 0.7 --result FILE
@@ -6,8 +6,8 @@
 
 The worker runs at one thread count (its OpenMP pool, and ONNX Runtime's sessions made after it)
 and holds eager and the given backends at one device and batch size. It creates their runners,
-checks them all against float64 in lockstep (bench/agreement.py, on these very runners), warms
-them up, then times each backend paired with eager (bench/timing.py), eager itself against a
+checks them all against float64 in lockstep (bench/measure/agreement.py, on these very runners), warms
+them up, then times each backend paired with eager (bench/measure/timing.py), eager itself against a
 second, independent eager runner (its own weights, its own place in the batch pool): the A/A.
 It writes data, not verdicts: every block time, the per-call times of the timed side, first-call
 and setup times, memory, noise and agreement, as JSON to --result.
@@ -22,7 +22,8 @@ import time
 import torch
 
 import model
-from bench import backends, harness, memory, noise, timing
+from bench import backends, cli, files, session
+from bench.measure import memory, noise, timing
 
 WARMUP_CALLS = 3
 BASELINE = "eager"
@@ -56,13 +57,13 @@ def warm(call, calls=WARMUP_CALLS):
 
 def second_eager(device):
     """The A/A's other side: an eager runner of its own, from its own copy of the start weights."""
-    from bench.conftest import AGREEMENT_SEED
+    from bench.session import AGREEMENT_SEED
 
     return backends.create(BASELINE, model.make_net(seed=AGREEMENT_SEED).state_dict(), device=device)
 
 
 def measure_cells(names, modes, device, batch_size, seconds, say):
-    from bench.conftest import FirstCalls, RunnerCache
+    from bench.session import FirstCalls, RunnerCache
 
     cache = RunnerCache(check_agreement=True, selected=list(dict.fromkeys([BASELINE, *names])), say=say)
     cells = {name: cache.get(name, device, batch_size) for name in dict.fromkeys([BASELINE, *names])}
@@ -80,7 +81,7 @@ def measure_cells(names, modes, device, batch_size, seconds, say):
             warm(unit(FirstCalls(cell), mode, pool, device))
             call = unit(cell.runner, mode, pool, device)
             baseline = twin_call if name == BASELINE else eager
-            harness.settle_heap()
+            timing.settle_heap()
             # What the warm-up compiled is what is timed: a torch.compile recompilation in the rounds
             # (a guard that fails on a round's batch or state) raises instead of being timed.
             with torch.compiler.set_stance("fail_on_recompile"):
@@ -109,18 +110,18 @@ def measure_sgemm(size, device, seconds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=harness.positive, required=True)
+    parser.add_argument("--threads", type=cli.positive, required=True)
     parser.add_argument("--device", default="cpu", choices=backends.DEVICES)
-    parser.add_argument("--batch-size", type=harness.positive, default=1)
+    parser.add_argument("--batch-size", type=cli.positive, default=1)
     parser.add_argument("--backends", default=BASELINE, help="comma-separated; eager is always held")
-    parser.add_argument("--modes", default=",".join(harness.MODES))
-    parser.add_argument("--sgemm", type=harness.positive, default=None,
+    parser.add_argument("--modes", default=",".join(session.MODES))
+    parser.add_argument("--sgemm", type=cli.positive, default=None,
                         help="time an sgemm of this size instead")
     parser.add_argument("--seconds", type=float, default=timing.PAIRED_SECONDS,
                         help="paired seconds per cell")
     parser.add_argument("--result", required=True, help="where the JSON results go")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)  # OMP_NUM_THREADS (bench/launch.py) already sized the pool
+    torch.set_num_threads(args.threads)  # OMP_NUM_THREADS (bench/launch/process.py) already sized the pool
 
     def say(text):
         print(f"threads {args.threads} {args.device} batch {args.batch_size}: {text}", file=sys.stderr,
@@ -135,7 +136,7 @@ def main(argv=None):
             modes = [mode for mode in args.modes.split(",") if mode]
             data.update(batch_size=args.batch_size,
                         cells=measure_cells(names, modes, args.device, args.batch_size, args.seconds, say))
-        harness.write_text_atomic(args.result, json.dumps(data, default=str))  # whole or absent
+        files.write_text_atomic(args.result, json.dumps(data, default=str))  # whole or absent
     except Exception as error:  # one line for the launcher, no traceback
         first_line = (str(error).splitlines() or [""])[0]
         print(f"bench.worker: error: {error.__class__.__name__}: {first_line}", file=sys.stderr)

@@ -5,7 +5,7 @@
 Each variant is a configuration of bench/backends (compile_loop or compile) with extra Runner options,
 same math as its configuration: it must pass the agreement check (20 steps against float64, at the
 batch size timed) before it is timed, and one that fails is listed as failing, untimed. Timing: the
-suite's paired method (bench/timing.py), training step, the variant's blocks alternating with eager's
+suite's paired method (bench/measure/timing.py), training step, the variant's blocks alternating with eager's
 in one process, speedup = eager's time / the variant's, median [95% interval]. Writes
 results/compile_study.md and .json, with the load average at the start and end of each cell.
 """
@@ -20,9 +20,10 @@ import time
 import torch
 
 import model
-from bench import agreement, backends, harness, noise, timing
-from bench.block_study import warm_step
-from bench.harness import Parser, UsageError
+from bench import backends, cli, files
+from bench.cli import Parser, UsageError
+from bench.measure import agreement, machine, noise, timing
+from bench.studies.block_study import warm_step
 
 NCHW = {"layout_optimization": False}  # Inductor keeps the Net's NCHW layout (on CPU it goes channels-last)
 
@@ -78,7 +79,7 @@ def measure(name, batch_size, seconds):
     eager = warm_step(backends.create("eager", model.make_net().state_dict()), batch_size)
     load = load_average()
     monitor = noise.Monitor().start()
-    harness.settle_heap()
+    timing.settle_heap()
     with torch.compiler.set_stance("fail_on_recompile"):
         info = timing.summarize([timing.paired_blocks(call, eager, seconds=seconds)])
     row.update(speedup=[info["speedup"], info["speedup_low"], info["speedup_high"]],
@@ -89,9 +90,10 @@ def measure(name, batch_size, seconds):
 def render(rows, command):
     lines = ["# What was tried to close torch.compile's gap to eager", "",
              f"- Command: `{command}`; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-             f"{harness.cpu_model()}.",
+             f"{machine.cpu_model()}.",
              "- Training step; speedup = eager's time per step / the variant's, paired 50 ms blocks in one "
-             "process (bench/timing.py), median [95% interval]. Every variant passed the agreement check "
+             "process (bench/measure/timing.py), median [95% interval]. Every variant passed the agreement "
+             "check "
              "(20 steps against float64 at the batch size timed) before it was timed. Load average: the "
              "machine's 1-minute load at the start and end of each cell (other processes share it).", "",
              "| variant | what it changes | batch | speedup vs eager | load average |",
@@ -111,10 +113,10 @@ def render(rows, command):
 def main(argv=None):
     parser = Parser(prog="python -m bench.compile_study", description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", default="all", help=f"comma-separated, or all: {', '.join(VARIANTS)}")
-    parser.add_argument("--batch-sizes", type=harness.positive_list, default=[1, 64, 256])
+    parser.add_argument("--batch-sizes", type=cli.positive_list, default=[1, 64, 256])
     parser.add_argument("--seconds", type=float, default=3.0, help="paired seconds per cell (default 3)")
-    parser.add_argument("--threads", type=harness.positive, default=1, help="torch threads (default 1)")
-    parser.add_argument("--out", type=harness.output_folder, default="results")
+    parser.add_argument("--threads", type=cli.positive, default=1, help="torch threads (default 1)")
+    parser.add_argument("--out", type=cli.output_folder, default="results")
     try:
         args = parser.parse_args(argv)
         names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",")]
@@ -133,8 +135,8 @@ def main(argv=None):
             start = time.perf_counter()
             rows.append(measure(name, batch_size, args.seconds))
             print(json.dumps(rows[-1]), f"({time.perf_counter() - start:.0f} s)", flush=True)
-    harness.write_text_atomic(os.path.join(args.out, "compile_study.md"), render(rows, command))
-    harness.write_text_atomic(os.path.join(args.out, "compile_study.json"), json.dumps(rows, indent=2) + "\n")
+    files.write_text_atomic(os.path.join(args.out, "compile_study.md"), render(rows, command))
+    files.write_text_atomic(os.path.join(args.out, "compile_study.json"), json.dumps(rows, indent=2) + "\n")
     return 0
 
 

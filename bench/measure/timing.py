@@ -12,7 +12,7 @@ before every call and reads a different ratio (results/block_length.md measures 
 holds at least MIN_BLOCK_CALLS calls, at every batch size.
 
 Part of the noise is fixed per process (design.md "Noise"), so a run times each cell in several
-worker processes (bench/worker.py) and the speedup is the median of all their pairs, with a
+worker processes (bench/launch/worker.py) and the speedup is the median of all their pairs, with a
 hierarchical bootstrap 95% interval: resample the processes, then the pairs within each, so the
 interval covers the spread between processes as well as within one.
 
@@ -20,6 +20,7 @@ interval covers the spread between processes as well as within one.
 timed side to pytest-benchmark as its rounds, so its statistics and saved runs hold them.
 """
 
+import gc
 import math
 import time
 
@@ -180,3 +181,14 @@ def record(benchmark, durations):
     its rounds: its statistics, its saved runs and its own compare then hold them."""
     benchmark._timer = Replay(durations)  # pytest-benchmark reads its clock through this attribute
     benchmark.pedantic(lambda: None, rounds=len(durations), iterations=1, warmup_rounds=0)
+
+
+def settle_heap():
+    """Collect, then freeze what is on the heap out of the garbage collector; call before timing.
+
+    Objects earlier benchmarks left (traced graphs, sessions, compiled code) would make every
+    collection during the timed rounds walk them too, slowing whichever backend allocates the
+    most Python objects per call (eager) by what ran before it. What the timed calls allocate
+    is still collected as usual."""
+    gc.collect()
+    gc.freeze()

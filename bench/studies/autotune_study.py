@@ -221,13 +221,13 @@ def main(argv=None):
         return write(data, args.out)
     import torch
 
-    from bench import harness
+    from bench.measure import machine
 
     runs = []
     for i in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="autotune-cache-") as cache:
             env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
-            proc = subprocess.run([sys.executable, "-m", "bench.autotune_study", "--worker",
+            proc = subprocess.run([sys.executable, "-m", "bench.studies.autotune_study", "--worker",
                                    "--batch-sizes", args.batch_sizes],
                                   env=env, capture_output=True, text=True)
             if proc.returncode != 0:
@@ -237,7 +237,7 @@ def main(argv=None):
             print(f"repeat {i + 1}: {proc.stderr.strip()}")
     given = argv if argv is not None else sys.argv[1:]
     data = {"command": "python -m bench.autotune_study " + " ".join(given),
-            "torch": torch.__version__, "cpu": harness.cpu_model(), "batch_sizes": batch_sizes,
+            "torch": torch.__version__, "cpu": machine.cpu_model(), "batch_sizes": batch_sizes,
             "block_s": BLOCK_S, "rounds": ROUNDS, "verdict": args.verdict, "runs": runs}
     return write(data, args.out)
 

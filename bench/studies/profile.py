@@ -41,9 +41,11 @@ from datetime import datetime
 import torch
 
 import model
-from bench import backends, harness
-from bench.harness import Parser, UsageError, backend_list, positive, positive_list, write_atomic
-from bench.report import BASELINE, markdown_table
+from bench import backends, cli
+from bench.cli import Parser, UsageError, backend_list, positive, positive_list
+from bench.files import write_atomic
+from bench.measure import timing
+from bench.reporting.report import BASELINE, markdown_table
 
 DEFAULT_BATCH_SIZES = [1, 256]
 DEFAULT_STEPS = 20
@@ -221,7 +223,7 @@ def profile_backend(name, batch_sizes, steps, folder):
             step = functools.partial(plain.train_step, x, target)
             for _ in range(WARMUP_STEPS):
                 step()
-            harness.settle_heap()
+            timing.settle_heap()
             benchmarked_wall[batch] = statistics.median(round_means(step, steps, sum(TIMING_ROUNDS)))
         del plain
         # Dynamo would otherwise hand the plain build's compiled step to the next runner.
@@ -237,7 +239,7 @@ def profile_backend(name, batch_sizes, steps, folder):
             for _ in range(WARMUP_STEPS):
                 step()
             warmup = time.perf_counter() - start
-            harness.settle_heap()
+            timing.settle_heap()
             means = round_means(step, steps, TIMING_ROUNDS[0])
             if module_name == "onnxruntime":
                 ops, overhead, profiled = ort_ops(state, x, target, steps, folder, name)
@@ -450,7 +452,7 @@ def parse_args(argv):
                         help="training steps timed and profiled (default: %(default)s)")
     parser.add_argument("--threads", type=positive, default=None,
                         help="torch intra-op threads (default: torch's own choice)")
-    parser.add_argument("--out", type=harness.output_folder, default="results",
+    parser.add_argument("--out", type=cli.output_folder, default="results",
                         help="folder for PROFILE.md (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.backends is None:

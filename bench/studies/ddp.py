@@ -40,8 +40,9 @@ import torch
 import torch.distributed as dist
 
 import model
-from bench import backends, harness
-from bench.harness import Parser, UsageError, positive
+from bench import backends, cli, files
+from bench.cli import Parser, UsageError, positive
+from bench.measure import machine
 
 CONFIGS = {"ddp-eager": False, "ddp-compile": True}  # name -> torch.compile the DDP module
 # Profiler events that are communication: gloo's and NCCL's collectives and c10d's op wrappers.
@@ -233,7 +234,7 @@ def worker(args):
     world = dist.get_world_size()
     if args.batch_size % world:
         raise UsageError(f"--batch-size {args.batch_size} does not split evenly over world size {world}")
-    from bench import agreement
+    from bench.measure import agreement
 
     part = {"benchmarks": [], "failed": []}
     for name in args.backends:
@@ -281,7 +282,7 @@ def worker(args):
     dist.destroy_process_group()
     if rank == 0:
         if args.part:  # the launcher merges the world sizes into one run
-            harness.write_text_atomic(args.part, json.dumps(part))
+            files.write_text_atomic(args.part, json.dumps(part))
         elif part["benchmarks"]:
             print(f"saved {save_run(args.out, part['benchmarks'])}")
     if part["failed"]:
@@ -306,7 +307,7 @@ def benchmark_entry(name, args, world, measured, verdict, max_error):
     return {
         "group": f"ddp train {args.device} batch={args.batch_size}",
         "name": f"test_ddp_train_step[{args.device}-{args.batch_size}-{backend}]",
-        "fullname": f"bench/ddp.py::test_ddp_train_step[{args.device}-{args.batch_size}-{backend}]",
+        "fullname": f"bench/studies/ddp.py::test_ddp_train_step[{args.device}-{args.batch_size}-{backend}]",
         "params": params,
         "param": f"{args.device}-{args.batch_size}-{backend}",
         "extra_info": {
@@ -318,7 +319,7 @@ def benchmark_entry(name, args, world, measured, verdict, max_error):
             "world_size": world,
             "per_rank_batch": args.batch_size // world,
             "dist_backend": args.dist_backend,
-            "flops": harness.count_flops("train", args.batch_size),
+            "flops": machine.count_flops("train", args.batch_size),
             "threads": args.threads,
             "torch": torch.__version__,
             "first_call_seconds": max(m["first_call"] for m in measured),
@@ -342,11 +343,11 @@ def save_run(out, benchmarks):
     commit = get_commit_info()
     now = datetime.datetime.now(datetime.UTC)
     run = {
-        "machine_info": harness.machine_info(),
+        "machine_info": machine.machine_info(),
         "commit_info": commit,
         "benchmarks": benchmarks,
         "datetime": now.isoformat(),
-        "version": harness.package_version("pytest-benchmark"),
+        "version": machine.package_version("pytest-benchmark"),
     }
     folder = os.path.join(out, "ddp")
     os.makedirs(folder, exist_ok=True)
@@ -356,7 +357,7 @@ def save_run(out, benchmarks):
             json.dump(run, f, indent=4)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, harness.file_mode())
+        os.chmod(tmp, files.file_mode())
         dirty = "_uncommitted-changes" if commit.get("dirty") else ""
         while True:
             numbers = [int(n[:4]) for n in os.listdir(folder) if n[:4].isdigit()]
@@ -398,7 +399,7 @@ def torchrun_command(port, worker_args, nproc, nnodes=1, node_rank=0, rdzv_id=No
             "--node-rank", str(node_rank), "--nproc-per-node", str(nproc),
             "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}",
             "--rdzv-id", rdzv_id or f"bench-ddp-{os.getpid()}", "--local-addr", "127.0.0.1",
-            "--max-restarts", "0", "--monitor-interval", "0.5", "-m", "bench.ddp", *worker_args]
+            "--max-restarts", "0", "--monitor-interval", "0.5", "-m", "bench.studies.ddp", *worker_args]
 
 
 def launch(args, world, part):
@@ -489,7 +490,7 @@ def write_report(path, run_path, benchmarks):
         "# Data-parallel training step (DDP)",
         "",
         f"From [{os.path.basename(run_path)}]({link}): "
-        f"`python -m bench.ddp` on {harness.cpu_model()}, "
+        f"`python -m bench.ddp` on {machine.cpu_model()}, "
         f"{os.cpu_count()} CPUs, torch {torch.__version__}, {first['dist_backend']} on {first['device']}, "
         f"{first['threads']} thread(s) per rank, global batch {first['batch_size']} split evenly over "
         "the ranks. Step time is the median over rounds of the slowest rank's step (zero_grad, forward, "
@@ -524,12 +525,12 @@ def write_report(path, run_path, benchmarks):
         "not the time the step waited for it. It includes the profiler's own overhead.",
         f"- **Agreement**: {first['agreement_steps']} steps on the global batch, every rank's parameters "
         "compared bit for bit after every step, and loss, gradients, parameters and output compared with "
-        "eager float64 on the whole batch by bench/agreement.py's criterion.",
+        "eager float64 on the whole batch by bench/measure/agreement.py's criterion.",
         f"- {first['threads']} thread(s) per rank: world size 2 uses two cores, world size 1 one. On the "
         "project's shared 2-core VMs a timing moves by up to 2x between runs (design.md, Noise): read one "
         "run's ratios as rough.",
     ]
-    harness.write_text_atomic(path, "\n".join(lines) + "\n")
+    files.write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def launcher(args):
@@ -562,7 +563,7 @@ def launcher(args):
 
 def parse(argv, under_torchrun=False):
     p = Parser(prog="python -m bench.ddp", description=__doc__.split("\n\n")[0])
-    p.add_argument("--world-sizes", type=harness.positive_list, default=[1, 2], help="launcher only")
+    p.add_argument("--world-sizes", type=cli.positive_list, default=[1, 2], help="launcher only")
     p.add_argument(
         "--batch-size", type=positive, default=64, help="global batch, split evenly over the ranks"
     )
@@ -576,7 +577,7 @@ def parse(argv, under_torchrun=False):
     p.add_argument(
         "--port", type=positive, help="rendezvous port on 127.0.0.1 (launcher; default: a free one)"
     )
-    p.add_argument("--out", type=harness.output_folder, default="results")
+    p.add_argument("--out", type=cli.output_folder, default="results")
     p.add_argument("--check-only", action="store_true", help="agreement only, no timing")
     p.add_argument("--fault", choices=["perturb", "sum", "raise", "die"], help="inject a bug (for the tests)")
     p.add_argument("--part", help="internal: where rank 0 leaves its results for the launcher")
@@ -608,7 +609,7 @@ def parse(argv, under_torchrun=False):
 
 
 def agreement_steps():
-    from bench import agreement
+    from bench.measure import agreement
 
     return agreement.DEFAULT_STEPS
 

@@ -28,14 +28,14 @@ import tempfile
 import time
 from datetime import datetime
 
-from bench import backends, harness
-from bench.harness import Parser, UsageError, backend_list, positive, write_atomic
-from bench.report import markdown_table
+from bench import REPO, backends, cli
+from bench.cli import Parser, UsageError, backend_list, positive
+from bench.files import write_atomic
+from bench.reporting.report import markdown_table
 
 DEFAULT_BACKENDS = ["compile-net", "compile-step", "compile-step-im2col", "aotinductor", "onnxruntime"]
 DEFAULT_BATCH_SIZE = 64
 CHILD_TIMEOUT = 600  # seconds per process
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # Runs in the child process: argv = [backend, batch size]; prints one JSON line last.
 CHILD = r"""
@@ -82,10 +82,10 @@ def measure(backend, batch_size, cache_dir):
     On failure the row holds "error" (the child's last stderr line) and no timings.
     """
     env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (ROOT, os.environ.get("PYTHONPATH")) if p)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
     start = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, "-c", CHILD, backend, str(batch_size)], cwd=ROOT, env=env,
+        done = subprocess.run([sys.executable, "-c", CHILD, backend, str(batch_size)], cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=CHILD_TIMEOUT)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {CHILD_TIMEOUT} s", "process_s": time.perf_counter() - start}
@@ -199,7 +199,7 @@ def parse_args(argv):
                              f"on CPU); choices: {', '.join(backends.CONFIGS)}")
     parser.add_argument("--batch-size", type=positive, default=DEFAULT_BATCH_SIZE,
                         help="batch size of the compiled step (default: %(default)s)")
-    parser.add_argument("--out", type=harness.output_folder, default="results",
+    parser.add_argument("--out", type=cli.output_folder, default="results",
                         help="folder for compile_time.json and compile_time.md (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.backends is None:

@@ -20,8 +20,9 @@ import sys
 import torch
 
 import model
-from bench import backends, harness, noise, timing
-from bench.harness import Parser, UsageError
+from bench import backends, cli, files
+from bench.cli import Parser, UsageError
+from bench.measure import machine, noise, timing
 
 BLOCKS = [("one call", 1e-9), ("10 ms", 0.01), ("50 ms", 0.05), ("200 ms", 0.2)]
 
@@ -57,16 +58,16 @@ def main(argv=None):
     parser.add_argument("--cells", default="aotinductor:1,compile-step-im2col:256,onnxruntime:1",
                         help="backend:batch pairs (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=4.0, help="seconds per measurement (default 4)")
-    parser.add_argument("--threads", type=harness.positive, default=None,
+    parser.add_argument("--threads", type=cli.positive, default=None,
                         help="intra-op threads, set before any runner is made (default: torch's own)")
-    parser.add_argument("--out", type=harness.output_folder, default="results")
+    parser.add_argument("--out", type=cli.output_folder, default="results")
     try:
         args = parser.parse_args(argv)
         cells = []
         for item in args.cells.split(","):
             name, _, batch = item.partition(":")
-            harness.backend_list(name)
-            cells.append((name, harness.positive(batch)))
+            cli.backend_list(name)
+            cells.append((name, cli.positive(batch)))
     except (UsageError, argparse.ArgumentTypeError) as error:
         print(f"python -m bench.block_study: error: {error}", file=sys.stderr)
         return 2
@@ -89,7 +90,7 @@ def main(argv=None):
     lines = ["# Paired timing: block length against a long sequential measurement", "",
              f"Command: `python -m bench.block_study --cells {args.cells} --seconds {args.seconds:g}"
              + (f" --threads {args.threads}" if args.threads else "") + "`; "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {harness.cpu_model()}. "
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine.cpu_model()}. "
              "Training step, speedup of the backend against eager: paired median [95% interval] per "
              "block length; sequential is E B B E in pieces of a quarter of the time each (first half "
              "/ second half / overall).", "",
@@ -103,8 +104,8 @@ def main(argv=None):
         lines.append(f"| {row['backend']} | {row['batch_size']} | " + " | ".join(cells)
                      + f" | {seq['first_half']:.2f} / {seq['second_half']:.2f} / {seq['overall']:.2f}"
                      + f" | {'-' if other is None else f'{100 * other:.0f}%'} |")
-    harness.write_text_atomic(os.path.join(args.out, "block_length.md"), "\n".join(lines) + "\n")
-    harness.write_text_atomic(os.path.join(args.out, "block_length.json"),
+    files.write_text_atomic(os.path.join(args.out, "block_length.md"), "\n".join(lines) + "\n")
+    files.write_text_atomic(os.path.join(args.out, "block_length.json"),
                               json.dumps(results, indent=2) + "\n")
     print("\n".join(lines))
     return 0

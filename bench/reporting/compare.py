@@ -5,13 +5,13 @@
     python -m bench.compare BASELINE CANDIDATE   # NNNN prefixes or paths to the JSON files
 
 On a noisy or shared machine the absolute times of two runs drift together, so this compares
-each backend's speedup against eager in its own run (paired; see bench/timing.py), cell by cell
+each backend's speedup against eager in its own run (paired; see bench/measure/timing.py), cell by cell
 (mode, device, batch size, thread count). Part of the noise is fixed per process, so the rule
 works on processes: the change (baseline speedup over candidate speedup, minus 1) gets a 95%
 interval from a bootstrap that resamples each run's worker processes, then the pairs within
 them. A backend has regressed when its median speedup fell by more than --threshold (default
 10%) and that interval lies wholly above 0; the exit status is then 1, else 0. A candidate with
-an agreement FAIL (its numbers disagree with float64, bench/agreement.py) also exits 1. A change
+an agreement FAIL (its numbers disagree with float64, bench/measure/agreement.py) also exits 1. A change
 past the threshold whose interval reaches 0 is printed as undecided, not judged; so is every
 change between runs that timed a cell in one process only (runs saved before worker processes,
 or --quick): one process cannot tell a regression from its own luck. Eager itself cannot be
@@ -29,7 +29,8 @@ import sys
 
 import numpy as np
 
-from bench.report import (
+from bench.measure.timing import CONFIDENCE, hierarchical_medians
+from bench.reporting.report import (
     BASELINE,
     DEFAULT_STORAGE,
     VERSION_KEYS,
@@ -42,7 +43,6 @@ from bench.report import (
     speedup_interval,
     threads_text,
 )
-from bench.timing import CONFIDENCE, hierarchical_medians
 
 MACHINE_KEYS = ["machine", "cpu_count", "torch_threads", "cuda_device"]
 

@@ -38,8 +38,9 @@ from dataclasses import asdict, dataclass, field
 import torch
 
 import model
-from bench import backends, harness
-from bench.harness import Parser, UsageError, positive, positive_list, write_atomic, write_text_atomic
+from bench import backends, cli
+from bench.cli import Parser, UsageError, positive, positive_list
+from bench.files import write_atomic, write_text_atomic
 
 DEFAULT_STEPS = 20
 DEFAULT_DRIFT_STEPS = 1000
@@ -653,7 +654,7 @@ def parse_args(argv):
                         help=f"comma-separated; choices: {', '.join(backends.CONFIGS)}")
     parser.add_argument("--devices", default=",".join(backends.DEVICES),
                         help=f"comma-separated; choices: {', '.join(backends.DEVICES)}")
-    parser.add_argument("--out", type=harness.output_folder, default="results",
+    parser.add_argument("--out", type=cli.output_folder, default="results",
                         help="folder for the JSON, Markdown (and PNG) files")
     parser.add_argument("--threads", type=positive, default=None,
                         help="torch intra-op threads (default: torch's own choice, but 1 with --drift: "

@@ -17,7 +17,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import model
-from bench.harness import write_atomic
+from bench.files import write_atomic
 
 TUTORIAL_NAMES = {"max_pool2d": "maxpool2d", "mse_loss": "MSELoss"}  # the tutorial's spelling
 

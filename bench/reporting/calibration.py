@@ -15,9 +15,9 @@ import json
 import os
 import sys
 
-from bench import harness
-from bench.harness import Parser, UsageError
-from bench.report import (
+from bench import cli, files
+from bench.cli import Parser, UsageError
+from bench.reporting.report import (
     BASELINE,
     DEFAULT_OUT,
     DEFAULT_STORAGE,
@@ -138,7 +138,7 @@ def main(argv=None):
     parser.add_argument("runs", nargs="*", help="runs to set side by side: NNNN prefixes or JSON paths "
                         "(default: the three latest complete runs)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="saved runs (default: %(default)s)")
-    parser.add_argument("--out", type=harness.output_folder, default=DEFAULT_OUT,
+    parser.add_argument("--out", type=cli.output_folder, default=DEFAULT_OUT,
                         help="where calibration.md and .json go (default: %(default)s)")
     try:
         args = parser.parse_args(argv)
@@ -156,8 +156,8 @@ def main(argv=None):
         return 2
     totals = summary(runs, cells)
     text = render(runs, cells, totals)
-    harness.write_text_atomic(os.path.join(args.out, "calibration.md"), text)
-    harness.write_text_atomic(os.path.join(args.out, "calibration.json"),
+    files.write_text_atomic(os.path.join(args.out, "calibration.md"), text)
+    files.write_text_atomic(os.path.join(args.out, "calibration.json"),
                               json.dumps({"summary": totals, "cells": cells}, indent=2) + "\n")
     print(text)
     return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 import model
-from bench import backends, harness
+from bench import backends, cli, files
 
 
 def per_step_ms(step, rounds, synchronize):
@@ -60,18 +60,18 @@ def kernel_count(name, state, x, target):
 
 
 def main(argv=None):
-    parser = harness.Parser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=harness.output_folder, default="results/gpu",
+    parser = cli.Parser(prog="python -m bench.gpu_check", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=cli.output_folder, default="results/gpu",
                         help="folder for gpu_check.json (default: %(default)s)")
-    parser.add_argument("--batch-size", type=harness.positive, default=256)
-    parser.add_argument("--rounds", type=harness.positive, default=200)
+    parser.add_argument("--batch-size", type=cli.positive, default=256)
+    parser.add_argument("--rounds", type=cli.positive, default=200)
     parser.add_argument("--backend", default="compile-step-im2col-cudagraphs",
                         help="the compiled backend whose training step's kernels are counted "
                              "(default: %(default)s)")
     try:
         args = parser.parse_args(argv)
         backends.check_choice("backend", args.backend, backends.CONFIGS)
-    except (harness.UsageError, ValueError) as error:
+    except (cli.UsageError, ValueError) as error:
         print(f"gpu_check: error: {error}", file=sys.stderr)
         return 2
     reason = backends.unavailable(args.backend, "cuda")
@@ -95,7 +95,7 @@ def main(argv=None):
             print(f"gpu_check: {part} failed: {type(error).__name__}: {first}", file=sys.stderr)
             status = 1
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        harness.write_text_atomic(str(path), json.dumps(result, indent=2) + "\n")
+        files.write_text_atomic(str(path), json.dumps(result, indent=2) + "\n")
     print(json.dumps(result, indent=2))
     return status
 

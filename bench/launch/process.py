@@ -1,5 +1,5 @@
 """Start one worker process and read back what it measured (the data-parallel step's torchrun
-launcher is bench/ddp.py).
+launcher is bench/studies/ddp.py).
 
 A worker is `python -m <module> <arguments> --result FILE`: it writes its results to FILE as one
 JSON document and exits 0, or prints one line `<module>: error: ...` on stderr and exits non-zero.
@@ -13,7 +13,8 @@ import subprocess
 import sys
 import tempfile
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from bench import REPO
+
 WORKER_TIMEOUT = 900.0  # seconds for one worker, cold compilation included; then it is killed
 
 

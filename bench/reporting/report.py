@@ -19,9 +19,10 @@ import os
 import sys
 from datetime import datetime
 
+from bench import REPO, cli
 from bench import backends as configs
-from bench import harness, noise
-from bench.harness import write_atomic
+from bench.files import write_atomic
+from bench.measure import noise
 
 BASELINE = "eager"
 MODES = {"train": "Training step", "forward": "Forward pass"}  # timed modes, in report order
@@ -53,7 +54,6 @@ COMPANIONS = [
 ]
 
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def display_path(path):
@@ -215,7 +215,7 @@ def speedup(run, key):
 
 
 def speedup_interval(run, key):
-    """(median, low, high) of the paired speedup against eager (bench/timing.py), or None."""
+    """(median, low, high) of the paired speedup against eager (bench/measure/timing.py), or None."""
     return run["rows"][key].get("paired")
 
 
@@ -373,7 +373,8 @@ def render_markdown(run, charts):
         "about 50 ms (at least 3 calls each), each pair of neighbouring blocks gives one ratio, and the "
         "figure is the median of every process's pairs with a hierarchical bootstrap 95% interval "
         "`[low, high]` (processes resampled, then pairs within them: the interval covers the spread "
-        "between processes; `bench/timing.py`). Eager's own row pairs eager with a second, independent "
+        "between processes; `bench/measure/timing.py`). Eager's own row pairs eager with a second, "
+        "independent "
         "eager runner (its own weights, its own place in the batch pool): the A/A should read 1, and "
         f"how far it strays is the method's error; {AA_OFF_MARK} marks an A/A whose interval excludes 1. "
         f"{NOISY_MARK} marks a cell during which other processes used more than "
@@ -387,7 +388,7 @@ def render_markdown(run, charts):
         "Peak MiB is the most memory one call had resident beyond "
         "what the process held before it; held MiB is the growth of the resident set over the "
         "runner's creation and first calls (compiled code, libraries, ONNX Runtime's arena); see "
-        "`bench/memory.py` for what each can and cannot see. GFLOP/s is the FLOPs of the timed unit "
+        "`bench/measure/memory.py` for what each can and cannot see. GFLOP/s is the FLOPs of the timed unit "
         "(convolutions and "
         "matrix multiplies, from `torch.utils.flop_counter`) over that time; \"of sgemm\" sets it "
         "against a 1024x1024 float32 matrix multiply timed in the same run on the same device at the "
@@ -705,7 +706,7 @@ def main(argv=None):
     parser.add_argument("run", nargs="?", help="run to report: path to its JSON or its NNNN prefix "
                         "(default: the latest in --storage)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="saved runs (default: %(default)s)")
-    parser.add_argument("--out", type=harness.output_folder, default=DEFAULT_OUT,
+    parser.add_argument("--out", type=cli.output_folder, default=DEFAULT_OUT,
                         help="where REPORT.md and charts go (default: %(default)s)")
     args = parser.parse_args(argv)
     try:

@@ -1,0 +1,75 @@
+"""What every benchmark records beside its timing: FLOPs, versions, machine."""
+
+import functools
+import importlib.metadata
+import os
+import platform
+import subprocess
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import model
+
+
+@functools.cache
+def count_flops(mode, batch_size):
+    """FLOPs of one timed unit, counted by torch.utils.flop_counter on the eager Net.
+
+    It counts the convolutions and matrix multiplies (forward and backward), which is the
+    arithmetic that matters here; elementwise ops, pooling and the SGD update are not counted.
+    """
+    net = model.make_net()
+    x, target = model.make_batch(batch_size)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        if mode == "train":
+            model.loss_fn(net(x), target).backward()
+        else:
+            with torch.no_grad():
+                net(x)
+    return counter.get_total_flops()
+
+
+def package_version(name):
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def compiler_version():
+    try:
+        out = subprocess.run(["c++", "--version"], capture_output=True, text=True, timeout=10).stdout
+        return out.splitlines()[0] if out else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+@functools.cache
+def machine_info():
+    """Versions and hardware behind a run, saved with every benchmark run."""
+    info = {
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "c++": compiler_version(),
+        "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+        "cuda": torch.version.cuda,
+    }
+    packages = ["torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy", "pytest-benchmark"]
+    for package in packages:
+        info[package] = package_version(package)
+    return info
