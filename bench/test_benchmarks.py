@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from bench import backends
-from bench.launch.worker import timed_call, unit, warm
+from bench.launch.worker import unit, warm
 from bench.measure import machine, timing
 from bench.session import FirstCalls
 
@@ -120,7 +120,7 @@ def test_sgemm(benchmark, measurements, device, threads, size):
                                 threads=threads, torch=torch.__version__)
     if getattr(benchmark, "disabled", True):
         a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-        benchmark(timed_call(lambda: torch.mm(a, b), device))
+        benchmark(timing.synchronized(lambda: torch.mm(a, b), device))
         return
     processes = [process["sgemm"]["call_times"] for process in measurements.sgemm(threads, device, size)]
     benchmark.extra_info.update(processes=len(processes),

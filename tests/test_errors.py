@@ -207,15 +207,15 @@ def test_compile_skipped_with_reason_without_a_cpp_compiler(monkeypatch):
 
 
 def test_cuda_timing_waits_for_the_device(monkeypatch):
-    from bench import test_benchmarks
+    from bench.measure import timing
 
     events = []
-    monkeypatch.setattr(backends, "synchronize", lambda device: events.append(("sync", device)))
-    call = test_benchmarks.timed_call(lambda: events.append("step"), "cuda")
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device: events.append(("sync", device)))
+    call = timing.synchronized(lambda: events.append("step"), "cuda")
     call()
     assert events == ["step", ("sync", "cuda")]
     events.clear()
-    test_benchmarks.timed_call(lambda: events.append("step"), "cpu")()
+    timing.synchronized(lambda: events.append("step"), "cpu")()
     assert events == ["step"]
 
 

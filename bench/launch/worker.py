@@ -30,24 +30,13 @@ BASELINE = "eager"
 TWIN_OFFSET = 0.5  # the A/A's second eager runner starts half the batch pool away
 
 
-def timed_call(step, device):
-    """The callable that is timed: one unit of work, and on CUDA a wait for it to end."""
-    if torch.device(device).type == "cuda":
-        def call():
-            result = step()
-            backends.synchronize(device)
-            return result
-        return call
-    return step
-
-
 def unit(runner, mode_name, pool, device, start=0):
     """One timed unit of `runner`: a training step or a forward pass on the pool's next batch,
     beginning at batch `start`."""
     batches = itertools.islice(itertools.cycle(pool), start, None)
     if mode_name == "train":
-        return timed_call(lambda: runner.train_step(*next(batches)), device)
-    return timed_call(lambda: runner.forward(next(batches)[0]), device)
+        return timing.synchronized(lambda: runner.train_step(*next(batches)), device)
+    return timing.synchronized(lambda: runner.forward(next(batches)[0]), device)
 
 
 def warm(call, calls=WARMUP_CALLS):
@@ -100,7 +89,7 @@ def measure_cells(names, modes, device, batch_size, seconds, say):
 def measure_sgemm(size, device, seconds):
     """Per-call times of one size x size float32 matrix multiply, for `seconds`."""
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
-    call = timed_call(lambda: torch.mm(a, b), device)
+    call = timing.synchronized(lambda: torch.mm(a, b), device)
     warm(call)
     times, start = [], time.perf_counter()
     while time.perf_counter() - start < seconds or len(times) < timing.MIN_PAIRS:

@@ -25,6 +25,7 @@ import math
 import time
 
 import numpy as np
+import torch
 
 BLOCK_SECONDS = 0.05
 PAIRED_SECONDS = 2.0  # both sides together, per benchmark, over all its processes
@@ -48,6 +49,19 @@ def seconds_per_call(call, budget=0.02):
 
 def calls_per_block(per_call, block_seconds=BLOCK_SECONDS, min_calls=MIN_BLOCK_CALLS):
     return max(min_calls, round(block_seconds / per_call))
+
+
+def synchronized(call, device):
+    """The callable to time on `device`: `call`, and on CUDA a wait for the work it queued to end
+    (a CUDA timing that does not wait measures the launch, not the work)."""
+    if torch.device(device).type != "cuda":
+        return call
+
+    def waited():
+        result = call()
+        torch.cuda.synchronize(device)
+        return result
+    return waited
 
 
 def timed_calls(call, count):
@@ -103,6 +117,21 @@ def hierarchical_interval(groups, confidence=CONFIDENCE, resamples=RESAMPLES // 
     return float(np.median(np.concatenate(groups))), float(low), float(high)
 
 
+def alternating_blocks(calls, block_calls, rounds, keep_going=None):
+    """Blocks of `block_calls[name]` calls of each callable in `calls` in turn, the order reversed
+    every other round (A B | B A | A B ...): neighbouring blocks share a phase of the machine, and
+    going first favours no side. Before each even round `keep_going(round)`, when given, may stop
+    it. Returns {name: [the per-call seconds of each of its blocks]}; calls must be warm."""
+    order = list(calls)
+    blocks = {name: [] for name in order}
+    for r in range(rounds):
+        if r % 2 == 0 and keep_going is not None and not keep_going(r):
+            break
+        for name in order if r % 2 == 0 else order[::-1]:
+            blocks[name].append(timed_calls(calls[name], block_calls[name]))
+    return blocks
+
+
 def paired_blocks(call, baseline, seconds=PAIRED_SECONDS, block_seconds=BLOCK_SECONDS,
                   min_block_calls=MIN_BLOCK_CALLS):
     """Time `call` in blocks alternating with blocks of `baseline` (E B | B E | ...), from calls
@@ -118,19 +147,15 @@ def paired_blocks(call, baseline, seconds=PAIRED_SECONDS, block_seconds=BLOCK_SE
     pair_seconds = k_call * per_call + k_base * per_baseline  # whole calls: a block can outlast its aim
     pairs = max(MIN_PAIRS, round(seconds / pair_seconds))
     pairs += pairs % 2  # whole E B | B E cycles
-    call_times, call_blocks, baseline_blocks = [], [], []
     start = time.perf_counter()
-    for pair in range(pairs):
-        if pair % 2 == 0 and pair >= MIN_PAIRS and time.perf_counter() - start > OVERRUN * seconds:
-            break
-        if pair % 2 == 0:
-            baseline_blocks.append(timed_block(baseline, k_base))
-        times = timed_calls(call, k_call)
-        call_times += times
-        call_blocks.append(sum(times))
-        if pair % 2 == 1:
-            baseline_blocks.append(timed_block(baseline, k_base))
-    return {"call_times": call_times, "call_blocks": call_blocks, "baseline_blocks": baseline_blocks,
+
+    def keep_going(pair):
+        return pair < MIN_PAIRS or time.perf_counter() - start <= OVERRUN * seconds
+    blocks = alternating_blocks({"baseline": baseline, "call": call}, {"baseline": k_base, "call": k_call},
+                                pairs, keep_going)
+    return {"call_times": [t for block in blocks["call"] for t in block],
+            "call_blocks": [sum(block) for block in blocks["call"]],
+            "baseline_blocks": [sum(block) for block in blocks["baseline"]],
             "block_calls": k_call, "baseline_block_calls": k_base, "block_seconds": block_seconds}
 
 
