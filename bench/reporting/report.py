@@ -23,6 +23,7 @@ from bench import REPO, cli
 from bench import backends as configs
 from bench.files import write_atomic
 from bench.measure import noise
+from bench.reporting.format import interval_text, markdown_table, mib, ms, num, rate, secs
 
 BASELINE = "eager"
 MODES = {"train": "Training step", "forward": "Forward pass"}  # timed modes, in report order
@@ -52,8 +53,6 @@ COMPANIONS = [
     ("net_structure.png", "the Net's layers and shapes (`python -m bench.draw_net`)"),
     ("computation_graph.png", "the computation graph from input to loss (`python -m bench.draw_net`)"),
 ]
-
-
 
 
 def display_path(path):
@@ -246,18 +245,6 @@ def cpu_model(machine):
 # -----------------------------------------------------------------------------
 # formatting
 
-def ms(seconds):
-    return f"{seconds * 1e3:.3g}" if seconds is not None and math.isfinite(seconds) else "-"
-
-
-def secs(seconds):
-    return f"{seconds:.3g}" if isinstance(seconds, (int, float)) else "-"
-
-
-def num(value):
-    return f"{value:.2f}" if value >= 0.0995 else f"{value:.2g}"  # 12.34, 1.00, 0.90, 0.67, 0.0021
-
-
 def agreement_text(row):
     if row["agreement"] is None:
         return "not checked"
@@ -273,11 +260,6 @@ def agreement_text(row):
 
 def failed(row):
     return row["agreement"] is not None and str(row["agreement"]).lower() != "pass"
-
-
-def interval_text(interval):
-    median, low, high = interval
-    return f"{num(median)}x [{num(low)}, {num(high)}]"
 
 
 def speedup_text(run, key):
@@ -302,14 +284,6 @@ NOISY_MARK = "(noisy)"
 AA_OFF_MARK = "(A/A off 1)"
 
 
-def rate(value):
-    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
-
-
-def mib(value):
-    return f"{value / 2**20:.1f}" if isinstance(value, (int, float)) else "-"
-
-
 def cache_text(cache):
     """What the compile caches did during a first call: cold (built), warm (loaded), or nothing."""
     if not isinstance(cache, dict) or not (cache.get("hits") or cache.get("misses")):
@@ -324,12 +298,6 @@ def noise_text(row):
         return "-"
     text = f"{100 * row['others_cpu']:.0f}% / {100 * (row.get('steal') or 0):.0f}%"
     return text + (" " + NOISY_MARK if row.get("noisy") else "")
-
-
-def markdown_table(header, rows):
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def reproduce_command(run):

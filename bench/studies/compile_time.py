@@ -31,7 +31,7 @@ from datetime import datetime
 from bench import REPO, backends, cli
 from bench.cli import Parser, UsageError, backend_list, positive
 from bench.files import write_atomic
-from bench.reporting.report import markdown_table
+from bench.reporting.format import markdown_table
 
 DEFAULT_BACKENDS = ["compile-net", "compile-step", "compile-step-im2col", "aotinductor", "onnxruntime"]
 DEFAULT_BATCH_SIZE = 64

@@ -45,7 +45,8 @@ from bench import backends, cli
 from bench.cli import Parser, UsageError, backend_list, positive, positive_list
 from bench.files import write_atomic
 from bench.measure import timing
-from bench.reporting.report import BASELINE, markdown_table
+from bench.reporting.format import markdown_table
+from bench.reporting.report import BASELINE
 
 DEFAULT_BATCH_SIZES = [1, 256]
 DEFAULT_STEPS = 20

@@ -1,0 +1,34 @@
+"""How numbers and tables read in every report and command output: one formatter each."""
+
+import math
+
+
+def ms(seconds):
+    return f"{seconds * 1e3:.3g}" if seconds is not None and math.isfinite(seconds) else "-"
+
+
+def secs(seconds):
+    return f"{seconds:.3g}" if isinstance(seconds, (int, float)) else "-"
+
+
+def num(value):
+    return f"{value:.2f}" if value >= 0.0995 else f"{value:.2g}"  # 12.34, 1.00, 0.90, 0.67, 0.0021
+
+
+def interval_text(interval):
+    median, low, high = interval
+    return f"{num(median)}x [{num(low)}, {num(high)}]"
+
+
+def rate(value):
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
+
+
+def mib(value):
+    return f"{value / 2**20:.1f}" if isinstance(value, (int, float)) else "-"
+
+
+def markdown_table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    return "\n".join(lines)
