@@ -1,8 +1,8 @@
 """One worker process of a timed run (started by bench/launch/process.py; the pytest session collects).
 
-    python -m bench.worker --threads 1 --device cpu --batch-size 1 --backends eager,compile \
-        --modes train,forward --seconds 0.7 --result FILE
-    python -m bench.worker --threads 1 --device cpu --sgemm 1024 --seconds 0.5 --result FILE
+    python -m bench.launch.worker --threads 1 --device cpu --batch-size 1 \
+        --backends eager,compile-step-im2col --modes train,forward --seconds 0.7 --result FILE
+    python -m bench.launch.worker --threads 1 --device cpu --sgemm 1024 --seconds 0.5 --result FILE
 
 The worker runs at one thread count (its OpenMP pool, and ONNX Runtime's sessions made after it)
 and holds eager and the given backends at one device and batch size. It creates their runners,
@@ -17,7 +17,6 @@ import argparse
 import itertools
 import json
 import sys
-import time
 
 import torch
 
@@ -91,14 +90,12 @@ def measure_sgemm(size, device, seconds):
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     call = timing.synchronized(lambda: torch.mm(a, b), device)
     warm(call)
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < timing.MIN_PAIRS:
-        times += timing.timed_calls(call, 1)
-    return {"call_times": times}
+    return {"call_times": timing.timed_for(call, seconds, min_calls=timing.MIN_PAIRS)}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.launch.worker",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=cli.positive, required=True)
     parser.add_argument("--device", default="cpu", choices=backends.DEVICES)
     parser.add_argument("--batch-size", type=cli.positive, default=1)
@@ -128,7 +125,7 @@ def main(argv=None):
         files.write_text_atomic(args.result, json.dumps(data, default=str))  # whole or absent
     except Exception as error:  # one line for the launcher, no traceback
         first_line = (str(error).splitlines() or [""])[0]
-        print(f"bench.worker: error: {error.__class__.__name__}: {first_line}", file=sys.stderr)
+        print(f"bench.launch.worker: error: {error.__class__.__name__}: {first_line}", file=sys.stderr)
         return 1
     return 0
 

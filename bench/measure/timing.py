@@ -27,6 +27,8 @@ import time
 import numpy as np
 import torch
 
+from bench import backends
+
 BLOCK_SECONDS = 0.05
 PAIRED_SECONDS = 2.0  # both sides together, per benchmark, over all its processes
 MIN_PAIRS = 6  # per process: whole E B | B E cycles, enough to bootstrap within it
@@ -38,13 +40,9 @@ RESAMPLES = 4000
 
 def seconds_per_call(call, budget=0.02):
     """A rough per-call time from calls already warm: enough to size the blocks."""
-    count, start = 0, time.perf_counter()
-    while True:
-        call()
-        count += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= budget:
-            return elapsed / count
+    start = time.perf_counter()
+    count = len(timed_for(call, budget))
+    return (time.perf_counter() - start) / count
 
 
 def calls_per_block(per_call, block_seconds=BLOCK_SECONDS, min_calls=MIN_BLOCK_CALLS):
@@ -59,7 +57,7 @@ def synchronized(call, device):
 
     def waited():
         result = call()
-        torch.cuda.synchronize(device)
+        backends.synchronize(device)
         return result
     return waited
 
@@ -77,6 +75,15 @@ def timed_calls(call, count):
 def timed_block(call, count):
     """Seconds spent inside `count` calls."""
     return sum(timed_calls(call, count))
+
+
+def timed_for(call, seconds, min_calls=1):
+    """The seconds of each call of `call`, called one after another until `seconds` have passed
+    and it was called at least `min_calls` times."""
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < min_calls:
+        times += timed_calls(call, 1)
+    return times
 
 
 def median_interval(ratios, confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):

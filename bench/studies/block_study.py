@@ -15,6 +15,7 @@ import argparse
 import itertools
 import json
 import os
+import statistics
 import sys
 
 import torch
@@ -44,11 +45,7 @@ def sequential(call, baseline, seconds):
     """E B B E, each one piece of seconds/4: the ratio of eager's per-call time to the backend's, per
     half (E B and B E), and over all."""
     def piece(fn):
-        count, spent = 0, 0.0
-        while spent < seconds / 4:
-            spent += timing.timed_block(fn, 1)
-            count += 1
-        return spent / count
+        return statistics.fmean(timing.timed_for(fn, seconds / 4))
     e1, b1, b2, e2 = piece(baseline), piece(call), piece(call), piece(baseline)
     return {"first_half": e1 / b1, "second_half": e2 / b2, "overall": (e1 + e2) / (b1 + b2)}
 

@@ -134,13 +134,7 @@ def available_backends(device="cpu"):
 
 def round_means(step, steps, rounds):
     """The mean time of `steps` back-to-back steps, in seconds, for each of `rounds` rounds."""
-    means = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        means.append((time.perf_counter() - start) / steps)
-    return means
+    return [timing.timed_block(step, steps) / steps for _ in range(rounds)]
 
 
 def is_kernel(name):
@@ -155,10 +149,7 @@ def torch_ops(step, steps):
         for _ in range(min(steps, 2)):
             step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        wall = time.perf_counter() - start
+        wall = timing.timed_block(step, steps)
     ops, overhead = {}, {}
     for event in prof.key_averages():
         entry = (event.count, event.self_cpu_time_total * 1e-6)
@@ -193,10 +184,7 @@ def ort_ops(state, x, target, steps, folder, name="onnxruntime"):
     try:
         for _ in range(WARMUP_STEPS):
             runner.train_step(x, target)
-        start = time.perf_counter()
-        for _ in range(steps):
-            runner.train_step(x, target)
-        wall = time.perf_counter() - start
+        wall = timing.timed_block(functools.partial(runner.train_step, x, target), steps)
         path = runner.train_session.end_profiling()
         with open(path, encoding="utf-8") as f:
             trace = json.load(f)
@@ -236,10 +224,7 @@ def profile_backend(name, batch_sizes, steps, folder):
             x, target = model.make_batch(batch)
             step = functools.partial(runner.train_step, x, target)
 
-            start = time.perf_counter()
-            for _ in range(WARMUP_STEPS):
-                step()
-            warmup = time.perf_counter() - start
+            warmup = timing.timed_block(step, WARMUP_STEPS)
             timing.settle_heap()
             means = round_means(step, steps, TIMING_ROUNDS[0])
             if module_name == "onnxruntime":
