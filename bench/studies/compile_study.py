@@ -23,6 +23,7 @@ import model
 from bench import backends, cli, files
 from bench.cli import Parser, UsageError
 from bench.measure import agreement, machine, noise, timing
+from bench.reporting.format import interval_text, markdown_table
 from bench.studies.block_study import warm_step
 
 NCHW = {"layout_optimization": False}  # Inductor keeps the Net's NCHW layout (on CPU it goes channels-last)
@@ -95,18 +96,17 @@ def render(rows, command):
              "process (bench/measure/timing.py), median [95% interval]. Every variant passed the agreement "
              "check "
              "(20 steps against float64 at the batch size timed) before it was timed. Load average: the "
-             "machine's 1-minute load at the start and end of each cell (other processes share it).", "",
-             "| variant | what it changes | batch | speedup vs eager | load average |",
-             "|---|---|---|---|---|"]
+             "machine's 1-minute load at the start and end of each cell (other processes share it).", ""]
+    table = []
     for row in rows:
         if "speedup" in row:
-            s, low, high = row["speedup"]
-            figure = f"{s:.2f}x [{low:.2f}, {high:.2f}]"
+            figure = interval_text(row["speedup"])
             load = " - ".join(f"{v:.1f}" for v in row["load_average"])
         else:
             figure, load = f"agreement {row['agreement']}: not timed", "-"
-        lines.append(f"| {row['variant']} | {VARIANTS[row['variant']][2]} | {row['batch_size']} | {figure} "
-                     f"| {load} |")
+        table.append([row["variant"], VARIANTS[row["variant"]][2], row["batch_size"], figure, load])
+    header = ["variant", "what it changes", "batch", "speedup vs eager", "load average"]
+    lines.append(markdown_table(header, table))
     return "\n".join(lines) + "\n"
 
 
