@@ -63,11 +63,6 @@ def runner_factory(name):
     return factory
 
 
-def load_average():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
-
-
 def measure(name, batch_size, seconds):
     """Agreement, then the paired speedup of one variant at one batch size."""
     runner = runner_factory(name)(model.make_net(0).state_dict(), "cpu", torch.float32)
@@ -78,13 +73,13 @@ def measure(name, batch_size, seconds):
         return row
     call = warm_step(runner, batch_size)
     eager = warm_step(backends.create("eager", model.make_net().state_dict()), batch_size)
-    load = load_average()
+    load = os.getloadavg()[0]  # the machine's 1-minute load average
     monitor = noise.Monitor().start()
     timing.settle_heap()
     with torch.compiler.set_stance("fail_on_recompile"):
         info = timing.summarize([timing.paired_blocks(call, eager, seconds=seconds)])
     row.update(speedup=[info["speedup"], info["speedup_low"], info["speedup_high"]],
-               load_average=[load, load_average()], **monitor.stop())
+               load_average=[load, os.getloadavg()[0]], **monitor.stop())
     return row
 
 
