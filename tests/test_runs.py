@@ -96,9 +96,10 @@ def test_an_interrupted_run_is_kept_marked_and_left_out_of_the_report(tmp_path):
     assert "was interrupted" in output
     assert (tmp_path / "REPORT.md").read_text() == report_before  # still the last complete run
     from bench.reporting import compare, report
+    from bench.runs import load
 
-    assert report.require_runs(str(tmp_path / "benchmarks"))[-1]["path"] == str(earlier)
-    named = report.find_run(partial[0].name[:4], str(tmp_path / "benchmarks"))
+    assert load.require_runs(str(tmp_path / "benchmarks"))[-1]["path"] == str(earlier)
+    named = load.find_run(partial[0].name[:4], str(tmp_path / "benchmarks"))
     assert named["interrupted"]
     out = tmp_path / "partial"
     assert report.main([str(partial[0]), "--out", str(out)]) == 0

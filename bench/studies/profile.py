@@ -46,7 +46,6 @@ from bench.cli import Parser, UsageError, backend_list, positive, positive_list
 from bench.files import write_atomic
 from bench.measure import timing
 from bench.reporting.format import markdown_table
-from bench.reporting.report import BASELINE
 
 DEFAULT_BATCH_SIZES = [1, 256]
 DEFAULT_STEPS = 20
@@ -331,7 +330,7 @@ def outside_time(result):
 def group_comparison(results):
     """Per batch size: every backend's kernel groups and time outside kernels, us per step, beside
     eager's from the same profile run, and where each loses most against it."""
-    eager = {r["batch"]: r for r in results if r["backend"] == BASELINE}
+    eager = {r["batch"]: r for r in results if r["backend"] == backends.EAGER}
     lines = []
     for batch in sorted(eager):
         base = eager[batch]
