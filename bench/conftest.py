@@ -1,4 +1,6 @@
-"""Selection options, shared runners and machine info for the benchmarks in bench/."""
+"""The pytest suite's options and hooks: what to run (selection options, parsed with bench/cli.py),
+how saved runs are marked (interrupted, duration), the report refreshed after a saved run, and the
+session fixtures. The run's state lives in bench/session.py, saving runs in bench/runs/store.py."""
 
 import os
 import time
