@@ -55,7 +55,6 @@ CONFIGS = {
 # CONFIGS is its plain one, the others its variants.
 FAMILIES = {"eager": "eager", "compile": "torch.compile", "compile_loop": "torch.compile",
             "aotinductor": "aotinductor", "torchscript": "torchscript", "onnxruntime": "onnxruntime"}
-EAGER = "eager"  # the configuration every speedup is measured against
 # Names saved runs in results/ still carry, and the configuration each is now called.
 RENAMED = {"compile": "compile-step-im2col", "compile-aten": "compile-step",
            "compile-cudagraphs": "compile-step-im2col-cudagraphs"}
