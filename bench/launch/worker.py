@@ -119,8 +119,8 @@ def main(argv=None):
         if args.sgemm:
             data["sgemm"] = measure_sgemm(args.sgemm, args.device, args.seconds)
         else:
-            names = [name for name in args.backends.split(",") if name]
-            modes = [mode for mode in args.modes.split(",") if mode]
+            names = cli.parse_list(args.backends, "backend", backends.CONFIGS)
+            modes = cli.parse_list(args.modes, "mode", session.MODES)
             cells = measure_cells(names, modes, args.device, args.batch_size, args.seconds, progress)
             data.update(batch_size=args.batch_size, cells=cells)
         files.write_text_atomic(args.result, json.dumps(data, default=str))  # whole or absent

@@ -62,7 +62,7 @@ def main(argv=None):
     try:
         args = parser.parse_args(argv)
         cells = []
-        for item in args.cells.split(","):
+        for item in cli.parse_list(args.cells, "cell"):
             name, _, batch = item.partition(":")
             cli.backend_list(name)
             cells.append((name, cli.positive(batch)))

@@ -114,9 +114,8 @@ def main(argv=None):
     parser.add_argument("--out", type=cli.output_folder, default="results")
     try:
         args = parser.parse_args(argv)
-        names = list(VARIANTS) if args.variants == "all" else [v.strip() for v in args.variants.split(",")]
-        for name in names:
-            backends.check_choice("variant", name, VARIANTS)
+        names = (list(VARIANTS) if args.variants == "all"
+                 else cli.parse_list(args.variants, "variant", VARIANTS))
     except (UsageError, argparse.ArgumentTypeError, ValueError) as error:
         print(f"python -m bench.compile_study: error: {error}", file=sys.stderr)
         return 2
