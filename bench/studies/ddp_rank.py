@@ -1,6 +1,6 @@
 """One rank of bench.ddp under torchrun: the Net under DistributedDataParallel (Runner), its
-agreement check, its timed rounds and, on rank 0, the results of every rank as data for the
-launcher (bench/launch/torchrun.py) or for a saved run (bench/studies/ddp.py).
+agreement check, its timed rounds and, on rank 0, every rank's timings gathered into benchmarks
+laid out as pytest-benchmark's; bench/studies/ddp.py hands them to the launcher or saves them.
 """
 
 import datetime
