@@ -17,7 +17,8 @@ import time
 
 import pytest
 
-from bench.runs import load
+from bench.launch.torchrun import free_port, torchrun_command
+from bench.runs import load, store
 from bench.studies import ddp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -31,8 +32,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
 
 
 def torchrun(port, *args, nnodes=1, nproc=2, node_rank=0):
-    return ddp.torchrun_command(port, list(args), nproc, nnodes=nnodes, node_rank=node_rank,
-                                rdzv_id=f"test-{port}")
+    return torchrun_command(port, "bench.studies.ddp", list(args), nproc, nnodes=nnodes, node_rank=node_rank,
+                            rdzv_id=f"test-{port}")
 
 
 def launcher(*args):
@@ -43,13 +44,13 @@ def launcher(*args):
 def runs(tmp_path_factory):
     """{name: (exit status, stdout, stderr, seconds, out folder)} for every process below, run together."""
     out = str(tmp_path_factory.mktemp("ddp"))
-    node_port = ddp.free_port()
+    node_port = free_port()
     commands = {
         # two node agents with different node ranks meet through the c10d rendezvous on 127.0.0.1
         "node0": torchrun(node_port, "--check-only", "--steps", "20", *SMALL, nnodes=2, nproc=1, node_rank=0),
         "node1": torchrun(node_port, "--check-only", "--steps", "20", *SMALL, nnodes=2, nproc=1, node_rank=1),
-        "perturb": torchrun(ddp.free_port(), "--check-only", "--steps", "3", "--fault", "perturb", *SMALL),
-        "sum": torchrun(ddp.free_port(), "--check-only", "--steps", "3", "--fault", "sum", *SMALL),
+        "perturb": torchrun(free_port(), "--check-only", "--steps", "3", "--fault", "perturb", *SMALL),
+        "sum": torchrun(free_port(), "--check-only", "--steps", "3", "--fault", "sum", *SMALL),
         "raise": launcher("--world-sizes", "2", "--check-only", "--steps", "5", "--fault", "raise", *SMALL),
         "die": launcher("--world-sizes", "2", "--check-only", "--steps", "5", "--fault", "die", *SMALL),
         "command": launcher("--world-sizes", "1,2", "--steps", "2", "--seconds", "0.2", "--out", out, *SMALL),
@@ -146,11 +147,12 @@ def test_the_command_saves_a_run_the_report_reads(runs):
         info = bench["extra_info"]
         assert info["mode"] == "train" and info["batch_size"] == 8 and info["threads"] == 1
         assert info["agreement"] == "pass" and len(info["rank_median_seconds"]) == info["world_size"]
+        assert info["agreement_worst_rmse_ratio"] > 0 and info["agreement_worst_max_ratio"] > 0
         assert 0 < info["comm_share"][0] < 1 and bench["stats"]["median"] > 0
     text = open(os.path.join(out, "DDP.md")).read()
     assert "| ddp-eager | 2 | 4 |" in text
     # a second save never replaces the first
-    second = ddp.save_run(out, [])
+    second = store.save_run(os.path.join(out, "ddp"), [])
     assert os.path.basename(second).startswith("0002_") and os.path.exists(path)
 
 

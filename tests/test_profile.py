@@ -206,6 +206,14 @@ def test_compile_time_real_processes(tmp_path):
         assert row["torch"] and row["threads"] >= 1
 
 
+def test_compile_time_child_failure_is_one_line_row(tmp_path):
+    """The real launcher path: a child that fails leaves an error row of one line naming its error."""
+    row = compile_time.measure("nope", 1, str(tmp_path))
+    assert "\n" not in row["error"] and row["process_s"] > 0
+    assert row["error"].endswith("bench.studies.compile_time_child: error: ValueError: unknown backend "
+                                 f"'nope'; choose from: {', '.join(backends.CONFIGS)}")
+
+
 def test_compile_time_reports_a_failing_process(tmp_path):
     out = tmp_path / "out"
     assert compile_time.main(["--backends", "eager", "--out", str(out)],

@@ -336,3 +336,21 @@ def test_a_recompile_inside_the_timed_rounds_fails_the_benchmark(recompiles):
     else:
         test_benchmarks.run_benchmark(RoundsBenchmark(), cache, "train", "eager", 2, "cpu")
         assert len(calls) == worker.WARMUP_CALLS + 3
+
+
+def test_the_store_numbers_each_save_and_writes_it_whole(tmp_path):
+    """pytest-benchmark's save and bench.ddp's save_run both go through save_numbered."""
+    from bench.runs.store import save_numbered
+
+    folder = tmp_path / "runs"
+    text = json.dumps({"benchmarks": [{"name": "x" * 100_000}]})
+    first = save_numbered(str(folder), "same", text)
+    second = save_numbered(str(folder), "same", text)
+    assert [os.path.basename(p) for p in (first, second)] == ["0001_same.json", "0002_same.json"]
+    for path in (first, second):
+        assert Path(path).read_text() == text  # the whole document
+        assert os.stat(path).st_mode & 0o777 == file_mode()
+    # a first number already taken moves on to the next free one, never onto an existing run
+    third = save_numbered(str(folder), "same", "{}", first_number=1)
+    assert os.path.basename(third) == "0003_same.json" and Path(first).read_text() == text
+    assert sorted(os.listdir(folder)) == ["0001_same.json", "0002_same.json", "0003_same.json"]

@@ -14,19 +14,24 @@ Writes results/autotune.json and results/autotune.md.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
+
+from bench import cli, files
+from bench.launch import process
 
 BLOCK_S = 0.05
 # The configuration studied: `compile`'s training step as it was until this study (bf7568f), autotuned;
 # compared with the same options in mode "default". (Only the step is compiled and timed here.)
 AUTOTUNED = {"mode": "max-autotune-no-cudagraphs"}
 ROUNDS = 40  # 3 variants x 50 ms x 40 rounds: about 6 s of timing per batch size
+WORKER_TIMEOUT = 900  # seconds per batch size for one cold process (two compilations and the timing)
 
 
 def loadavg():
@@ -35,13 +40,15 @@ def loadavg():
 
 
 def worker(batch_sizes):
-    """One cold process: compile, record picks, time. Prints one JSON object."""
+    """One cold process: compile, record picks, time. Returns its results (bench/launch/process.py
+    writes them to --result)."""
     import torch
     from torch._inductor import select_algorithm
 
     import model
     from bench import backends
     from bench.backends import compile as compile_backend
+    from bench.measure import timing
 
     picks = []
     original = select_algorithm.AlgorithmSelectorCache.log_results
@@ -83,24 +90,16 @@ def worker(batch_sizes):
         plain_compile_s = time.perf_counter() - t0
         eager = backends.create("eager", state)
         runners = {"eager": eager, "autotuned": tuned, "default": plain}
-        per_step = {name: [] for name in runners}
-        for runner in runners.values():  # warm: a few steps each
+        steps = {name: functools.partial(runner.train_step, x, target) for name, runner in runners.items()}
+        for step in steps.values():  # warm: a few steps each
             for _ in range(3):
-                runner.train_step(x, target)
-        steps = {}
-        for name, runner in runners.items():
-            t0 = time.perf_counter()
-            runner.train_step(x, target)
-            steps[name] = max(1, round(BLOCK_S / (time.perf_counter() - t0)))
+                step()
+        # calls per ~BLOCK_S block, sized from one step each
+        block_calls = {name: timing.calls_per_block(timing.timed_block(step, 1), BLOCK_S, min_calls=1)
+                       for name, step in steps.items()}
         load_before = loadavg()
-        order = list(runners)
-        for i in range(ROUNDS):
-            for name in order if i % 2 == 0 else order[::-1]:
-                runner, n = runners[name], steps[name]
-                t0 = time.perf_counter()
-                for _ in range(n):
-                    runner.train_step(x, target)
-                per_step[name].append((time.perf_counter() - t0) / n)
+        blocks = timing.alternating_blocks(steps, block_calls, ROUNDS)
+        per_step = {name: [sum(block) / len(block) for block in blocks[name]] for name in steps}
         ratios = {name: [e / t for e, t in zip(per_step["eager"], per_step[name], strict=True)]
                   for name in ("autotuned", "default")}
         out["batches"][str(batch_size)] = {
@@ -113,8 +112,7 @@ def worker(batch_sizes):
                 d / a for d, a in zip(per_step["default"], per_step["autotuned"], strict=True)),
             "loadavg_before_timing": load_before, "loadavg_after_timing": loadavg(),
         }
-        print(f"batch {batch_size}: {out['batches'][str(batch_size)]['speedup_vs_eager']}", file=sys.stderr)
-    print(json.dumps(out))
+    return out
 
 
 def pick_signature(batch):
@@ -194,24 +192,39 @@ def markdown(data):
     return "\n".join(lines)
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.autotune_study",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--batch-sizes", default="1,64,256")
-    parser.add_argument("--out", default="results")
+def parse_args(argv):
+    parser = cli.Parser(prog="python -m bench.autotune_study", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=cli.positive, default=3)
+    parser.add_argument("--batch-sizes", type=cli.positive_list, default="1,64,256")
+    parser.add_argument("--out", type=cli.output_folder, default="results")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)  # the worker's: where its results go
     parser.add_argument("--verdict", default="", help="the conclusion written into autotune.md")
     parser.add_argument("--render", nargs="+", metavar="JSON",
                         help="no measuring: write autotune.md/.json from the runs in these autotune.json "
                              "files "
                              "(repeats made by separate invocations are concatenated)")
     args = parser.parse_args(argv)
-    batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
+    if args.worker and not args.result:
+        raise cli.UsageError("--worker needs --result FILE")
+    return args
+
+
+def main(argv=None):
+    try:
+        args = parse_args(sys.argv[1:] if argv is None else argv)
+    except cli.UsageError as error:
+        print(f"python -m bench.autotune_study: error: {error}", file=sys.stderr)
+        return 2
+    batch_sizes = args.batch_sizes
     if args.worker:
-        return worker(batch_sizes)
+        return process.child("bench.autotune_study", lambda: worker(batch_sizes), args.result)
     if args.render:
-        parts = [json.load(open(path)) for path in args.render]
+        try:
+            parts = [json.loads(Path(path).read_text()) for path in args.render]
+        except (OSError, ValueError) as error:
+            print(f"python -m bench.autotune_study: error: --render: {error}", file=sys.stderr)
+            return 2
         data = {**parts[0], "runs": [run for part in parts for run in part["runs"]],
                 "verdict": args.verdict or parts[0]["verdict"]}
         if len(parts) > 1:
@@ -226,15 +239,17 @@ def main(argv=None):
     runs = []
     for i in range(args.repeats):
         with tempfile.TemporaryDirectory(prefix="autotune-cache-") as cache:
-            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
-            proc = subprocess.run([sys.executable, "-m", "bench.studies.autotune_study", "--worker",
-                                   "--batch-sizes", args.batch_sizes],
-                                  env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                sys.stderr.write(proc.stderr)
+            try:
+                run = process.run("bench.studies.autotune_study",
+                                  ["--worker", "--batch-sizes", ",".join(map(str, batch_sizes))],
+                                  timeout=WORKER_TIMEOUT * len(batch_sizes),
+                                  env={"TORCHINDUCTOR_CACHE_DIR": cache})
+            except process.WorkerFailed as error:
+                print(f"python -m bench.autotune_study: error: {error}", file=sys.stderr)
                 return 1
-            runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(f"repeat {i + 1}: {proc.stderr.strip()}")
+            runs.append(run)
+            print(f"repeat {i + 1}: " + "\n".join(f"batch {b}: {run['batches'][str(b)]['speedup_vs_eager']}"
+                                                 for b in batch_sizes))
     given = argv if argv is not None else sys.argv[1:]
     data = {"command": "python -m bench.autotune_study " + " ".join(given),
             "torch": torch.__version__, "cpu": machine.cpu_model(), "batch_sizes": batch_sizes,
@@ -244,11 +259,8 @@ def main(argv=None):
 
 def write(data, out):
     runs, batch_sizes = data["runs"], data["batch_sizes"]
-    with open(os.path.join(out, "autotune.json"), "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    with open(os.path.join(out, "autotune.md"), "w") as f:
-        f.write(markdown(data))
+    files.write_text_atomic(os.path.join(out, "autotune.json"), json.dumps(data, indent=1) + "\n")
+    files.write_text_atomic(os.path.join(out, "autotune.md"), markdown(data))
     for b in batch_sizes:
         sigs = [pick_signature(run["batches"][str(b)]) for run in runs]
         print(f"batch {b}: picks {'identical' if all(s == sigs[0] for s in sigs) else 'DIFFER'}; speedups "

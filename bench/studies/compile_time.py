@@ -3,8 +3,9 @@
     python -m bench.compile_time    # compile-net, compile-step, compile-step-im2col, aotinductor, onnxruntime
     python -m bench.compile_time --backends compile-step --batch-size 1 --out /tmp/ct
 
-Each backend runs in two fresh Python processes (`sys.executable -c ...`) that share one
-TORCHINDUCTOR_CACHE_DIR, a new empty temporary folder per backend:
+Each backend runs in two fresh Python processes (bench/studies/compile_time_child.py, started
+through bench/launch/process.py) that share one TORCHINDUCTOR_CACHE_DIR, a new empty temporary
+folder per backend:
 
   cold  the folder is empty: Dynamo traces, AOTAutograd and Inductor compile, the C++ compiler runs.
   warm  the same folder again: Inductor's FX-graph cache (and AOTAutograd's cache, and the compiled
@@ -22,81 +23,34 @@ each for scale. Inductor's cache hit/miss counters are recorded from the same pr
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from datetime import datetime
 
-from bench import REPO, backends, cli
+from bench import backends, cli
 from bench.cli import Parser, UsageError, backend_list, positive
 from bench.files import write_atomic
-from bench.reporting.format import markdown_table
+from bench.launch import process
+from bench.reporting.format import markdown_table, ms
 
 DEFAULT_BACKENDS = ["compile-net", "compile-step", "compile-step-im2col", "aotinductor", "onnxruntime"]
 DEFAULT_BATCH_SIZE = 64
 CHILD_TIMEOUT = 600  # seconds per process
 
-# Runs in the child process: argv = [backend, batch size]; prints one JSON line last.
-CHILD = r"""
-import json, sys, time
-start = time.perf_counter()
-import torch
-import model
-from bench import backends
-imported = time.perf_counter() - start
-name, batch = sys.argv[1], int(sys.argv[2])
-state = model.make_net().state_dict()
-x, target = model.make_batch(batch)
-
-def timed(call):
-    t = time.perf_counter()
-    call()
-    return time.perf_counter() - t
-
-t = time.perf_counter()
-runner = backends.create(name, state, "cpu")
-row = {"import_s": imported, "create_s": time.perf_counter() - t}
-row["export_s"] = getattr(runner, "export_seconds", None)
-row["session_s"] = getattr(runner, "session_seconds", None)
-row["first_train_step_s"] = timed(lambda: runner.train_step(x, target))
-row["next_train_step_s"] = timed(lambda: runner.train_step(x, target))
-row["first_forward_s"] = timed(lambda: runner.forward(x))
-row["next_forward_s"] = timed(lambda: runner.forward(x))
-from torch._dynamo.utils import counters
-row["cache"] = {f"{group}.{key}": int(value) for group in ("inductor", "aot_autograd")
-                for key, value in sorted(counters[group].items())
-                if "cache" in key and ("hit" in key or "miss" in key or "bypass" in key)}
-for key in ("library_hit", "library_miss"):  # aotinductor's own on-disk library cache
-    if key in getattr(runner, "info", {}):
-        row["cache"][f"aotinductor.{key}"] = runner.info[key]
-row["threads"] = torch.get_num_threads()
-row["torch"] = torch.__version__
-print("RESULT " + json.dumps(row))
-"""
-
 
 def measure(backend, batch_size, cache_dir):
     """Run one fresh process for `backend` with TORCHINDUCTOR_CACHE_DIR=cache_dir; its result row.
 
-    On failure the row holds "error" (the child's last stderr line) and no timings.
+    On failure the row holds "error" (the launcher's one line: the child's error) and no timings.
     """
-    env = dict(os.environ, TORCHINDUCTOR_CACHE_DIR=cache_dir)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
     start = time.perf_counter()
     try:
-        done = subprocess.run([sys.executable, "-c", CHILD, backend, str(batch_size)], cwd=REPO, env=env,
-                              capture_output=True, text=True, timeout=CHILD_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {CHILD_TIMEOUT} s", "process_s": time.perf_counter() - start}
-    process = time.perf_counter() - start
-    lines = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
-    if done.returncode != 0 or not lines:
-        errors = [line for line in done.stderr.strip().splitlines() if line.strip()]
-        return {"error": f"exit {done.returncode}: " + (errors[-1] if errors else "no result"),
-                "process_s": process}
-    row = json.loads(lines[-1].removeprefix("RESULT "))
-    row["process_s"] = process
+        row = process.run("bench.studies.compile_time_child", [backend, batch_size], timeout=CHILD_TIMEOUT,
+                          env={"TORCHINDUCTOR_CACHE_DIR": cache_dir})
+    except process.WorkerFailed as error:
+        return {"error": str(error), "process_s": time.perf_counter() - start}
+    row["process_s"] = time.perf_counter() - start
     return row
 
 
@@ -124,10 +78,6 @@ def secs(value):
     if not isinstance(value, (int, float)) or not math.isfinite(value):
         return "-"
     return f"{value:.3g}" if value >= 0.01 else f"{value:.2g}"
-
-
-def ms(value):
-    return f"{value * 1e3:.3g}" if isinstance(value, (int, float)) and math.isfinite(value) else "-"
 
 
 def cache_text(row):
