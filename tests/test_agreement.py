@@ -1,4 +1,5 @@
-"""Agreement across backends with eager float64 (bench/measure/agreement.py), and that the check can fail."""
+"""Agreement across backends with eager float64 (bench/measure/agreement.py), that the check can fail, and
+the command around it (bench/studies/agreement.py)."""
 
 import json
 import math
@@ -12,6 +13,7 @@ import model
 from bench import backends
 from bench.backends import eager
 from bench.measure import agreement
+from bench.studies import agreement as agreement_command
 
 STEPS = agreement.DEFAULT_STEPS  # 20
 BATCH = agreement.DEFAULT_BATCH_SIZE  # the injected faults' batch size (their sizes are tuned to it)
@@ -456,9 +458,9 @@ def test_nan_never_matches_nan():
 # (e) the command ---------------------------------------------------------------------------------
 
 def test_command_writes_json_and_markdown(tmp_path, capsys):
-    code = agreement.main(["--backends", "eager", "--devices", "cpu,cuda", "--steps", "3",
-                           "--batch-size", str(BATCH), "--margin-batch-sizes", f"1,{BATCH}",
-                           "--margin-threads", "1", "--out", str(tmp_path)])
+    code = agreement_command.main(["--backends", "eager", "--devices", "cpu,cuda", "--steps", "3",
+                                   "--batch-size", str(BATCH), "--margin-batch-sizes", f"1,{BATCH}",
+                                   "--margin-threads", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
     assert "param conv1.weight" in out and "bit-identical" in out
@@ -482,9 +484,9 @@ def test_command_exits_nonzero_on_disagreement(tmp_path, monkeypatch, capsys):
     real = agreement.backend_factory  # "torchscript" made wrong; the eager reference and baseline not
     monkeypatch.setattr(agreement, "backend_factory",
                         lambda name: LearningRateOff if name == "torchscript" else real(name))
-    code = agreement.main(["--backends", "torchscript", "--devices", "cpu", "--steps", "5",
-                           "--batch-size", str(BATCH), "--margin-batch-sizes", str(BATCH),
-                           "--margin-threads", "1", "--out", str(tmp_path)])
+    code = agreement_command.main(["--backends", "torchscript", "--devices", "cpu", "--steps", "5",
+                                   "--batch-size", str(BATCH), "--margin-batch-sizes", str(BATCH),
+                                   "--margin-threads", "1", "--out", str(tmp_path)])
     assert "torchscript on cpu: FAIL" in capsys.readouterr().out
     assert code == 1
     assert json.loads((tmp_path / "agreement.json").read_text())["results"][0]["status"] == "FAIL"
@@ -496,7 +498,7 @@ def test_command_exits_nonzero_on_disagreement(tmp_path, monkeypatch, capsys):
     (["--steps", "0"], "--steps: expected a positive integer, got '0'"),
 ])
 def test_bad_arguments_give_one_line(args, message, capsys, tmp_path):
-    assert agreement.main([*args, "--out", str(tmp_path)]) == 2
+    assert agreement_command.main([*args, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not list(tmp_path.iterdir())
@@ -513,8 +515,8 @@ def test_bad_argument_from_the_shell_has_no_traceback(tmp_path):
 # issue 8: the long run, short here ----------------------------------------------------------------
 
 def test_drift_records_every_step(tmp_path, capsys):
-    code = agreement.main(["--drift", "--steps", "30", "--backends", "eager,torchscript", "--devices", "cpu",
-                           "--batch-size", str(BATCH), "--out", str(tmp_path)])
+    code = agreement_command.main(["--drift", "--steps", "30", "--backends", "eager,torchscript",
+                                   "--devices", "cpu", "--batch-size", str(BATCH), "--out", str(tmp_path)])
     assert code == 0
     [run] = json.loads((tmp_path / "drift.json").read_text())["runs"]
     assert set(run["errors"]) == {"eager", "torchscript"}
