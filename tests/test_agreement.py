@@ -396,10 +396,10 @@ def test_row_passes_only_within_both_criteria():
     base = ref + torch.linspace(-1e-7, 1e-7, 1000, dtype=torch.float64)
     one_off = ref.clone()
     one_off[-1] += 1e-5  # RMSE 3.2e-7, under 6 float32 ulps (Y = M = 1.2e-7); one element 83 ulps off
-    row = agreement.compare("x", 1, one_off, ref, base)
+    row = agreement.judge_quantity("x", 1, one_off, ref, base)
     assert row.rmse_ratio < agreement.K and row.max_ratio > agreement.K_MAX
     assert not row.passed and row.note == "an element too far from float64"
-    assert agreement.compare("x", 1, base.clone(), ref, base).passed
+    assert agreement.judge_quantity("x", 1, base.clone(), ref, base).passed
 
 
 # (d) NaN or inf: reported as non-finite, never a pass -------------------------------------------
@@ -451,7 +451,7 @@ def test_nan_in_backend_only_is_reported():
 
 def test_nan_never_matches_nan():
     nan = torch.tensor([math.nan, 1.0], dtype=torch.float64)
-    row = agreement.compare("x", 1, nan.clone(), nan.clone(), nan.clone())
+    row = agreement.judge_quantity("x", 1, nan.clone(), nan.clone(), nan.clone())
     assert not row.passed and row.note.startswith("non-finite")
 
 

@@ -2,12 +2,12 @@
 
 Every backend trains from the same initial parameters (`model.make_net(seed)`) on the same
 batches (a fresh seeded `model.make_batch` per step), in lockstep with eager float64 (the
-reference) and eager float32 (the baseline that sets how much error float32 is allowed).
+reference) and eager float32 (the yardsticks that set how much error float32 is allowed).
 After step 1 and after step N it compares: the loss, the output of a forward pass on a fixed
 batch, every gradient where the backend exposes it, and every parameter.
 
 A quantity passes two tests against two eager float32 yardstick runs (the Net in order, and the Net
-with its hidden units and its batch in reverse order; see YARDSTICKS):
+with its hidden units and its batch in reverse order; see EAGER_FLOAT32_REORDERED):
 - RMSE: RMSE(backend, fp64) / Y is at most K, where Y is the larger of the yardsticks' RMSEs, but
   never less than one float32 ulp of the quantity's RMS size;
 - largest element: max|backend - fp64| / M is at most K_MAX, where M is the larger of the
@@ -62,15 +62,15 @@ K_MAX = 6.0
 EPS32 = torch.finfo(torch.float32).eps
 
 
-def yardstick(ref, base_rmse):
+def yardstick(ref, yardsticks_rmse):
     """Y: the yardsticks' RMSE, at least one float32 ulp of the reference's RMS size."""
-    return max(base_rmse, EPS32 * torch.sqrt(torch.mean(torch.square(ref))).item())
+    return max(yardsticks_rmse, EPS32 * torch.sqrt(torch.mean(torch.square(ref))).item())
 
 
-def yardstick_max(ref, base_max):
+def yardstick_max(ref, yardsticks_max):
     """M: the yardsticks' largest element error, at least one float32 ulp of the reference's largest
     element (the same floor as Y's, for the same reason)."""
-    return max(base_max, EPS32 * ref.abs().max().item())
+    return max(yardsticks_max, EPS32 * ref.abs().max().item())
 
 
 def criterion_text():
@@ -87,8 +87,8 @@ def criterion_text():
 # is compared runs on make_batch(B, seed=seed * SEED_STRIDE), a batch no step trains on.
 SEED_STRIDE = 1_000_003
 
-REFERENCE = "eager float64"
-BASELINE = "eager float32"
+REFERENCE = "eager float64"  # what every backend is compared with
+EAGER_FLOAT32 = "eager float32"  # the first yardstick: the Net as written
 # Rounding error compounds over many steps: on a fixed batch, after 1,000 steps eager float32
 # itself is ~1e-3 from float64 in the output, and the same sums rounded in another order land
 # up to ~10x further or nearer, at random. One eager run is one draw from that spread, so a
@@ -100,8 +100,9 @@ BASELINE = "eager float32"
 # in another order, as a compiler that reorders a reduction would. Reversing the batch alone left
 # batch 1 with one yardstick (the same computation twice); the hidden units exist at every batch size.
 # Over 20 steps both yardsticks are ~1e-7 and nothing changes.
-BASELINE_REORDERED = "eager float32, hidden units and batch reversed"
-YARDSTICKS = (REFERENCE, BASELINE, BASELINE_REORDERED)
+EAGER_FLOAT32_REORDERED = "eager float32, hidden units and batch reversed"
+# The eager runs every backend is judged against: they are not checked, and must not fail.
+EAGER_RUNS = (REFERENCE, EAGER_FLOAT32, EAGER_FLOAT32_REORDERED)
 
 
 def reverse_hidden_units(tensors):
@@ -121,7 +122,7 @@ def reverse_hidden_units(tensors):
 
 class ReorderedEager:
     """Eager float32 on the Net with its hidden units reversed, trained on each batch with its
-    samples reversed: mathematically the same step, summed in other orders (see BASELINE_REORDERED).
+    samples reversed: mathematically the same step, summed in other orders (see EAGER_FLOAT32_REORDERED).
     parameters() and gradients() are given back in the Net's own order."""
 
     def __init__(self, state_dict, device, dtype):
@@ -231,8 +232,8 @@ def _rmse(a, b):
     return torch.sqrt(torch.mean(torch.square(a - b))).item()
 
 
-def compare(quantity, step, res, ref, bases):
-    """One Row: backend value `res` against float64 `ref`; the float32 yardsticks `bases` (one
+def judge_quantity(quantity, step, res, ref, yardsticks):
+    """One Row: backend value `res` against float64 `ref`; the float32 `yardsticks` (one
     tensor or several) set Y and M (see yardstick, yardstick_max); the row passes when
     RMSE <= K * Y and its largest element error <= K_MAX * M."""
     if res is None:
@@ -243,11 +244,12 @@ def compare(quantity, step, res, ref, bases):
     max_abs = diff.max().item()  # max propagates NaN
     rel = torch.where(diff == 0, torch.zeros_like(diff), diff / ref.abs())
     max_rel = rel.max().item()
-    bases = bases if isinstance(bases, (list, tuple)) else [bases]
-    res_err, base_err = _rmse(res, ref), yardstick(ref, max(_rmse(base, ref) for base in bases))
-    base_max = yardstick_max(ref, max((base - ref).abs().max().item() for base in bases))
-    row = Row(quantity, step, max_abs, max_rel, _ratio(res_err, base_err), False, "", rmse=res_err,
-              yardstick_rmse=base_err, max_ratio=_ratio(max_abs, base_max), yardstick_max=base_max)
+    yardsticks = yardsticks if isinstance(yardsticks, (list, tuple)) else [yardsticks]
+    rmse = _rmse(res, ref)
+    y = yardstick(ref, max(_rmse(run, ref) for run in yardsticks))
+    m = yardstick_max(ref, max((run - ref).abs().max().item() for run in yardsticks))
+    row = Row(quantity, step, max_abs, max_rel, _ratio(rmse, y), False, "", rmse=rmse,
+              yardstick_rmse=y, max_ratio=_ratio(max_abs, m), yardstick_max=m)
     bad_res, bad_ref = not torch.isfinite(res).all(), not torch.isfinite(ref).all()
     if bad_res or bad_ref:  # checked first: NaN must never pass, not even as NaN == NaN
         where = " and ".join(w for w, bad in [("backend", bad_res), ("float64 reference", bad_ref)] if bad)
@@ -280,7 +282,7 @@ def _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe
         try:
             runners[name] = factory({k: v.to(dtype) for k, v in state.items()}, device, dtype)
         except Exception as error:
-            if name in YARDSTICKS:  # the yardsticks must not fail
+            if name in EAGER_RUNS:
                 raise
             errors[name] = f"{type(error).__name__}: {error}"
     for step in range(1, steps + 1):
@@ -293,7 +295,7 @@ def _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe
                     before[name] = {k: _copy(v) for k, v in runner.parameters().items()}
                 losses[name] = runner.train_step(x.to(device, dtype), target.to(device, dtype))
             except Exception as error:
-                if name in YARDSTICKS:  # the yardsticks must not fail
+                if name in EAGER_RUNS:
                     raise
                 errors[name] = f"step {step}: {type(error).__name__}: {error}"
                 del runners[name]
@@ -307,7 +309,7 @@ def _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe
                     observed[name] = _observe(runner, losses[name], x_fixed.to(device, dtype), names,
                                               before=before[name])
                 except Exception as error:
-                    if name in YARDSTICKS:  # the yardsticks must not fail
+                    if name in EAGER_RUNS:
                         raise
                     errors[name] = f"step {step}: {type(error).__name__}: {error}"
                     del runners[name]
@@ -318,8 +320,8 @@ def _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe
 def _reference_factories():
     return {
         REFERENCE: (backend_factory("eager"), torch.float64),
-        BASELINE: (backend_factory("eager"), torch.float32),
-        BASELINE_REORDERED: (ReorderedEager, torch.float32),
+        EAGER_FLOAT32: (backend_factory("eager"), torch.float32),
+        EAGER_FLOAT32_REORDERED: (ReorderedEager, torch.float32),
     }
 
 
@@ -360,7 +362,7 @@ def check(backend_names=None, device="cpu", steps=DEFAULT_STEPS, batch_size=DEFA
         if name in factories:
             raise ValueError(f"extra runner {name!r} clashes with a backend name")
         factories[name] = (factory, torch.float32)
-    checked = [n for n in factories if n not in YARDSTICKS]
+    checked = [n for n in factories if n not in EAGER_RUNS]
     if checked and device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA is not available")
     if not checked:
@@ -369,7 +371,7 @@ def check(backend_names=None, device="cpu", steps=DEFAULT_STEPS, batch_size=DEFA
         results[name] = Result(name, device, True)
 
     def on_observe(step, observed):
-        ref, bases = observed[REFERENCE], (observed[BASELINE], observed[BASELINE_REORDERED])
+        ref, yardsticks = observed[REFERENCE], (observed[EAGER_FLOAT32], observed[EAGER_FLOAT32_REORDERED])
         for name in checked:
             if name not in observed:
                 continue
@@ -379,7 +381,8 @@ def check(backend_names=None, device="cpu", steps=DEFAULT_STEPS, batch_size=DEFA
                 if quantity.startswith("implied grad ") or quantity == "gradients":
                     continue
                 mine = f"implied {quantity}" if hidden and quantity.startswith("grad ") else quantity
-                results[name].rows.append(compare(mine, step, obs.get(mine), value, [b[mine] for b in bases]))
+                results[name].rows.append(
+                    judge_quantity(mine, step, obs.get(mine), value, [run[mine] for run in yardsticks]))
 
     errors = _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe, {1, steps})
     for name in checked:
@@ -432,7 +435,7 @@ def repeat_identical(device="cpu", steps=DEFAULT_STEPS, batch_size=DEFAULT_BATCH
     return True, f"every quantity bit-identical after each of {steps} steps"
 
 
-# ---------------------------------------------------------------------------- drift (issue 8)
+# ------------------------------------------------------------- drift: the long run on one batch
 
 def fixed_batch(batch_size, seed):
     """The same batch at every step: the long run trains on one fixed batch."""
