@@ -43,33 +43,6 @@ MARGIN_BATCH_SIZES = [1, 8, 64, 256]
 MARGIN_THREADS = [1, 2]
 
 
-def plot_drift(runs, path):
-    """One line per backend (per device), log y axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    styles = ["-", "--", ":", "-."]  # backends that agree bit for bit draw over each other
-    lines = [(run["device"], name, errs) for run in runs for name, errs in run["errors"].items() if errs]
-    for i, (device, name, errs) in enumerate(lines):
-        xs = range(1, len(errs) + 1)
-        ys = [e if (e > 0 and math.isfinite(e)) else math.nan for e in errs]  # log axis: no 0/NaN
-        ax.plot(xs, ys, styles[i % len(styles)], label=f"{name} ({device})", linewidth=1.2)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("max |parameter - float64 eager|")
-    first = runs[0] if runs else {"batch_size": "?", "seed": "?"}
-    ax.set_title(f"Parameter drift from float64 eager (batch {first['batch_size']}, seed {first['seed']})")
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
-
-
 # ------------------------------------------------------------------------------- reporting
 
 def _jsonable(value):
@@ -83,7 +56,9 @@ def _jsonable(value):
     return value
 
 
-def _fmt(value):
+def sci(value):
+    """An error or a ratio in three significant digits, scientific notation: 1.23e-07; 0, nan and inf
+    as they are, "-" for none."""
     if value is None:
         return "-"
     if isinstance(value, float):
@@ -107,8 +82,8 @@ def table_rows(results):
             verdict = "pass" if row.passed else "FAIL"
             if row.note.startswith(("non-finite", "missing", "shape", "an element")):
                 verdict += f" ({row.note})"
-            lines.append([r.backend, r.device, row.quantity, str(row.step), _fmt(row.max_abs),
-                          _fmt(row.max_rel), _fmt(row.rmse_ratio), _fmt(row.max_ratio), verdict])
+            lines.append([r.backend, r.device, row.quantity, str(row.step), sci(row.max_abs),
+                          sci(row.max_rel), sci(row.rmse_ratio), sci(row.max_ratio), verdict])
         if r.error:
             lines.append([r.backend, r.device, f"error: {r.error}", "", "", "", "", "", "FAIL"])
     return lines
@@ -135,7 +110,7 @@ def summary_lines(results, repeats):
             max_ratio = "-" if r.worst_max_ratio is None else f"{r.worst_max_ratio:.3g}"
             lines.append(f"{r.backend} on {r.device}: {status(r)}, worst RMSE {ratio}x and worst largest "
                          f"element error {max_ratio}x eager float32's, "
-                         f"largest abs error {_fmt(r.max_abs_error)}"
+                         f"largest abs error {sci(r.max_abs_error)}"
                          + (f" ({r.error})" if r.error else ""))
     for device, (same, detail) in repeats.items():
         verdict = "bit-identical" if same else "NOT bit-identical"
@@ -166,7 +141,7 @@ MARGIN_HEADER = ["backend", "device", "batch", "threads", "worst RMSE ratio", "w
 
 def margin_lines(margins):
     return [[m["backend"], m["device"], str(m["batch_size"]), str(m["threads"]),
-             _fmt(m["worst_rmse_ratio"]), m["worst_rmse_row"], _fmt(m["worst_max_ratio"]), m["worst_max_row"],
+             sci(m["worst_rmse_ratio"]), m["worst_rmse_row"], sci(m["worst_max_ratio"]), m["worst_max_row"],
              m["status"]] for m in margins if m["status"] != "skipped"]
 
 
@@ -181,7 +156,7 @@ def margin_summary(margins):
         if not found:
             continue
         m = max(found, key=lambda m: math.inf if math.isnan(m[key]) else m[key])
-        lines.append(f"worst {what} over every backend and run: {_fmt(m[key])} ({m['backend']}, batch "
+        lines.append(f"worst {what} over every backend and run: {sci(m[key])} ({m['backend']}, batch "
                      f"{m['batch_size']}, {m['threads']} thread(s), {m[row_key]}); the limit is {limit:g}")
     return lines
 
@@ -322,8 +297,8 @@ def run_drift(args):
                 worst = math.nan if any(math.isnan(e) for e in errs) else max(errs)
                 at_20 = errs[min(len(errs), DEFAULT_STEPS) - 1]
                 m = run["margins"].get(name, {})
-                lines.append([name, run["device"], _fmt(errs[0]), _fmt(at_20), _fmt(errs[-1]), _fmt(worst),
-                              _fmt(m.get("worst_rmse_ratio")), _fmt(m.get("worst_max_ratio")), verdict])
+                lines.append([name, run["device"], sci(errs[0]), sci(at_20), sci(errs[-1]), sci(worst),
+                              sci(m.get("worst_rmse_ratio")), sci(m.get("worst_max_ratio")), verdict])
             if name in run["failed"]:
                 lines.append([name, run["device"], f"error: {run['failed'][name]}", *[""] * 5, verdict])
     header = ["backend", "device", "step 1", f"step {min(args.steps, DEFAULT_STEPS)}",
@@ -341,6 +316,33 @@ def run_drift(args):
         not math.isfinite(e) for run in runs for errs in run["errors"].values() for e in errs[-1:]) or any(
         verdict not in ("pass", "skipped") for run in runs for verdict in run["criterion"].values())
     return 1 if bad else 0
+
+
+def plot_drift(runs, path):
+    """One line per backend (per device), log y axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    styles = ["-", "--", ":", "-."]  # backends that agree bit for bit draw over each other
+    lines = [(run["device"], name, errs) for run in runs for name, errs in run["errors"].items() if errs]
+    for i, (device, name, errs) in enumerate(lines):
+        xs = range(1, len(errs) + 1)
+        ys = [e if (e > 0 and math.isfinite(e)) else math.nan for e in errs]  # log axis: no 0/NaN
+        ax.plot(xs, ys, styles[i % len(styles)], label=f"{name} ({device})", linewidth=1.2)
+    ax.set_yscale("log")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("max |parameter - float64 eager|")
+    first = runs[0] if runs else {"batch_size": "?", "seed": "?"}
+    ax.set_title(f"Parameter drift from float64 eager (batch {first['batch_size']}, seed {first['seed']})")
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
+    fig.tight_layout()
+    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    plt.close(fig)
 
 
 def main(argv=None):
