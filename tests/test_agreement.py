@@ -214,7 +214,7 @@ def test_wrong_backend_is_caught(name, wrong_results):
 
 
 def old_criterion_passes(result):
-    """The criterion before issue 12 passed a row allclose at rtol=atol=1e-5 (max abs <= 1e-5 implies it),
+    """The criterion this one replaced passed a row allclose at rtol=atol=1e-5 (max abs <= 1e-5 implies it),
     else with RMSE <= k * eager's + 1e-6. True only where it surely passed every row."""
     return all(row.max_abs <= 1e-5 or row.rmse <= 1e-6 for row in result.rows if row.rmse is not None)
 
@@ -512,7 +512,7 @@ def test_bad_argument_from_the_shell_has_no_traceback(tmp_path):
     assert "unknown backend 'nope'; choose from:" in proc.stderr
 
 
-# issue 8: the long run, short here ----------------------------------------------------------------
+# the long run (--drift), short here --------------------------------------------------------------
 
 def test_drift_records_every_step(tmp_path, capsys):
     code = agreement_command.main(["--drift", "--steps", "30", "--backends", "eager,torchscript",
