@@ -8,7 +8,7 @@ import pytest
 from bench import backends, files
 from bench.measure import machine, timing
 from bench.runs.store import protect_saved_runs
-from bench.session import BATCH_SIZES, MODES, Measurements, RunnerCache, all_cores, progress
+from bench.session import BATCH_SIZES, MODES, Measurements, RunnerCache, all_cores, terminal_progress
 
 
 def pytest_addoption(parser):
@@ -162,11 +162,11 @@ def runner_cache(request):
     # Checked with --benchmark-disable too (the README's test command): 20 steps per batch size, a few
     # seconds beside the compilation the runners need anyway.
     return RunnerCache(check_agreement=True, selected=config.stash[SELECTION]["backend"],
-                       say=progress(config))
+                       progress=terminal_progress(config))
 
 
 @pytest.fixture(scope="session")
 def measurements(request):
     config = request.config
     return Measurements(config.stash[SELECTION], config.stash[PROCESS_COUNT], config.stash[PAIRED_SECONDS],
-                        say=progress(config))
+                        progress=terminal_progress(config))

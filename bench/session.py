@@ -19,8 +19,10 @@ def all_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-class Cell:
-    """One backend's runner for one device and batch size, and what is known about it before timing."""
+class PreparedRunner:
+    """One backend's runner for one device and batch size, with what was measured while preparing it,
+    outside every timed region: its setup and first-call seconds, the compile-cache hits and misses
+    of those first calls, the memory they kept, and its agreement verdict."""
 
     def __init__(self, runner, setup_seconds, held_bytes):
         self.runner, self.setup_seconds = runner, setup_seconds
@@ -28,7 +30,7 @@ class Cell:
         self.first_call_cache = {}  # "train"/"forward" -> {"hits": n, "misses": n} of compile caches
         self.held_bytes = held_bytes  # resident-set growth over creation and each first call (bench.memory)
         self.agreement = {"agreement": "not checked"}
-        self.label, self.say = "", lambda text: None  # for progress lines
+        self.label, self.progress = "", lambda text: None  # for progress lines
 
 
 def _compile_cache_counts(runner):
@@ -67,7 +69,7 @@ class FirstCalls:
             cell.first_call_cache[mode] = {"hits": new_hits - hits, "misses": new_misses - misses}
             cached = (f", compile cache: {new_misses - misses} built, {new_hits - hits} loaded"
                       if new_hits - hits or new_misses - misses else "")
-            cell.say(f"{cell.label}: first {mode} call {cell.first_call_seconds[mode]:.1f} s{cached}")
+            cell.progress(f"{cell.label}: first {mode} call {cell.first_call_seconds[mode]:.1f} s{cached}")
             return result
         return call
 
@@ -85,11 +87,11 @@ class RunnerCache:
     timed, at the batch size they are timed at, beside the float64 reference: its verdict travels
     with their timings, and a FAIL fails their benchmarks (bench/test_benchmarks.py)."""
 
-    def __init__(self, check_agreement, selected=None, say=print):
+    def __init__(self, check_agreement, selected=None, progress=print):
         self.check_agreement = check_agreement
         self.selected = selected or list(backends.DEFAULT_CONFIGS)
-        self.say = say
-        self.cells = {}  # (backend, device, batch_size) -> Cell
+        self.progress = progress
+        self.cells = {}  # (backend, device, batch_size) -> PreparedRunner
         self.pools = {}  # (device, batch_size) -> the batches every runner cycles through
 
     def pool(self, device, batch_size):
@@ -99,7 +101,7 @@ class RunnerCache:
         return self.pools[key]
 
     def get(self, backend, device, batch_size):
-        """The Cell of `backend` (skipped with its reason where it cannot run)."""
+        """The PreparedRunner of `backend` (skipped with its reason where it cannot run)."""
         reason = backends.unavailable(backend, device)
         if reason:
             pytest.skip(f"{backend} on {device}: {reason}")
@@ -111,10 +113,10 @@ class RunnerCache:
         resident = memory.resident_bytes()
         start = time.perf_counter()
         runner = backends.create(backend, model.make_net(seed=AGREEMENT_SEED).state_dict(), device=device)
-        cell = Cell(runner, time.perf_counter() - start, _add_growth(0, resident))
-        cell.label, cell.say = f"{device} batch {batch_size}: {backend}", self.say
+        cell = PreparedRunner(runner, time.perf_counter() - start, _add_growth(0, resident))
+        cell.label, cell.progress = f"{device} batch {batch_size}: {backend}", self.progress
         self.cells[(backend, device, batch_size)] = cell
-        self.say(f"{device} batch {batch_size}: {backend} created in {cell.setup_seconds:.1f} s")
+        self.progress(f"{device} batch {batch_size}: {backend} created in {cell.setup_seconds:.1f} s")
         return cell
 
     def _prepare(self, device, batch_size, wanted):
@@ -129,7 +131,7 @@ class RunnerCache:
             return
         from bench.measure import agreement
 
-        self.say(f"{device} batch {batch_size}: checking {', '.join(cells)} against float64 eager "
+        self.progress(f"{device} batch {batch_size}: checking {', '.join(cells)} against float64 eager "
                  f"for {agreement.DEFAULT_STEPS} steps (the first steps compile)")
         start = time.perf_counter()
         extra = {name: (lambda state, dev, dtype, c=cell: FirstCalls(c)) for name, cell in cells.items()}
@@ -143,25 +145,25 @@ class RunnerCache:
                               "agreement_steps": agreement.DEFAULT_STEPS,
                               "agreement_batch_size": batch_size}
         verdicts = ", ".join(f"{name} {cell.agreement['agreement']}" for name, cell in cells.items())
-        self.say(f"{device} batch {batch_size}: agreement checked in {time.perf_counter() - start:.1f} s: "
-                 f"{verdicts}")
+        seconds = time.perf_counter() - start
+        self.progress(f"{device} batch {batch_size}: agreement checked in {seconds:.1f} s: {verdicts}")
 
 
 # The agreement check starts every runner from make_net(AGREEMENT_SEED), as its reference does.
 AGREEMENT_SEED = 0
 
 
-def progress(config):
-    """A function that prints one line to the terminal while tests run, past pytest's capture."""
+def terminal_progress(config):
+    """A function that prints one progress line to the terminal while tests run, past pytest's capture."""
     terminal = config.pluginmanager.get_plugin("terminalreporter")
     capture = config.pluginmanager.get_plugin("capturemanager")
 
-    def say(text):
+    def progress(text):
         if terminal is None:
             return
         with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
             terminal.write_line(f"lenet-bench: {text}")
-    return say
+    return progress
 
 
 class Measurements:
@@ -170,8 +172,8 @@ class Measurements:
     bench/launch/process.py) one after another, each holding eager and every selected backend, and
     keeps what they return. A worker that fails fails that group's benchmarks with its one-line message."""
 
-    def __init__(self, selection, processes, paired_seconds, say=print):
-        self.selection, self.processes, self.say = selection, processes, say
+    def __init__(self, selection, processes, paired_seconds, progress=print):
+        self.selection, self.processes, self.progress = selection, processes, progress
         self.seconds = paired_seconds / processes  # --paired-seconds is per benchmark, all processes together
         self.groups = {}  # key -> list of the workers' data, or the WorkerFailed that stopped them
 
@@ -185,7 +187,7 @@ class Measurements:
                     start = time.perf_counter()
                     results.append(process.run("bench.launch.worker", arguments, threads=threads))
                     seconds = time.perf_counter() - start
-                    self.say(f"{label}: worker {i + 1}/{self.processes} done in {seconds:.1f} s")
+                    self.progress(f"{label}: worker {i + 1}/{self.processes} done in {seconds:.1f} s")
                 self.groups[key] = results
             except process.WorkerFailed as error:
                 self.groups[key] = error

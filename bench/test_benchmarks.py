@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from bench import backends
-from bench.launch.worker import unit, warm
+from bench.launch.worker import one_call, warm
 from bench.measure import machine, timing
 from bench.session import FirstCalls
 
@@ -78,11 +78,11 @@ def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, devic
     if getattr(benchmark, "disabled", True):  # --benchmark-disable: one untimed call here, as a test
         cell = runner_cache.get(backend, device, batch_size)
         pool = runner_cache.pool(device, batch_size)
-        warm(unit(FirstCalls(cell), mode_name, pool, device))
+        warm(one_call(FirstCalls(cell), mode_name, pool, device))
         benchmark.extra_info.update(batch_pool=len(pool), **cell.agreement)
         # as around the timed rounds (bench/launch/worker.py)
         with torch.compiler.set_stance("fail_on_recompile"):
-            result = benchmark(unit(cell.runner, mode_name, pool, device))
+            result = benchmark(one_call(cell.runner, mode_name, pool, device))
         assert torch.isfinite(result).all(), f"{backend} produced non-finite values"
     else:
         info, call_times = measured_info(measurements.group(threads, device, batch_size), backend, mode_name)

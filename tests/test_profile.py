@@ -135,7 +135,7 @@ def test_aotinductor_remainder_is_not_labelled_python():
     assert "| aotinductor | 1 | 277 | 704 | 811 | 2.93x | 200 | 72% | 28%: AOTInductor's C++" in summary
     assert "Python" not in summary.split("| aotinductor |")[1]
     for name in ("aotinductor", "onnxruntime"):  # no Python inside either step
-        label = profile.outside_kernels(name)
+        label = backends.outside_kernels(name)
         assert "Python" not in label and "dispatch" not in label
 
 

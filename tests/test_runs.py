@@ -201,7 +201,7 @@ def test_benchmark_of_a_disagreeing_runner_fails_after_its_timings(monkeypatch):
             return function()
 
     benchmark = CountingBenchmark()
-    cache = RunnerCache(check_agreement=True, selected=["torchscript"], say=lambda text: None)
+    cache = RunnerCache(check_agreement=True, selected=["torchscript"], progress=lambda text: None)
     failed = "torchscript on cpu at batch 2: agreement with float64 FAIL"
     with pytest.raises(pytest.fail.Exception, match=failed):
         test_benchmarks.run_benchmark(benchmark, cache, "train", "torchscript", 2, "cpu")

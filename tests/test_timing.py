@@ -151,3 +151,10 @@ def test_pairing_stops_when_the_machine_slows_far_past_its_sizing(monkeypatch):
     blocks = timing.paired_blocks(backend, eager, seconds=1.0)
     assert blocks["block_calls"] == blocks["baseline_block_calls"] == 50
     assert len(blocks["call_blocks"]) == len(blocks["baseline_blocks"]) == timing.MIN_PAIRS < 10
+
+
+def test_timed_for_calls_until_its_seconds_and_its_minimum_have_passed(clock):
+    times = timing.timed_for(clock.work("B", 0.01), seconds=0.05)
+    assert len(times) >= 4 and sum(times) >= 0.05 and all(t >= 0.01 for t in times)
+    assert len(timing.timed_for(clock.work("B", 0.01), seconds=0.0, min_calls=7)) == 7
+

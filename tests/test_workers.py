@@ -66,7 +66,7 @@ def test_a_failed_group_fails_each_of_its_benchmarks_with_the_one_line(monkeypat
 
     monkeypatch.setattr(process, "run", run)
     measurements = Measurements({"backend": ["eager"], "mode": ["train"]}, processes=3, paired_seconds=1.5,
-                                say=lambda text: None)
+                                progress=lambda text: None)
     for _ in range(2):  # the second benchmark of the group does not start the workers again
         with pytest.raises(pytest.fail.Exception, match="bench.worker: error: boom"):
             measurements.group(1, "cpu", 4)
@@ -110,7 +110,7 @@ def test_the_a_a_pairs_eager_with_an_independent_runner_and_can_fail(monkeypatch
     monkeypatch.setattr(worker, "second_eager", slowed_second_eager)
     monkeypatch.setattr(backends, "create", lambda *args, **kwargs: others.append(create(*args, **kwargs))
                         or others[-1])
-    cells = worker.measure_cells(["eager"], ["train"], "cpu", 1, 0.6, say=lambda text: None)
+    cells = worker.measure_cells(["eager"], ["train"], "cpu", 1, 0.6, progress=lambda text: None)
     twin = made[0]
     shared = {p.data_ptr() for runner in others if runner is not twin for p in runner.parameters().values()}
     assert not shared & {p.data_ptr() for p in twin.parameters().values()}  # its own weights

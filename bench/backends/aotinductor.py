@@ -42,6 +42,7 @@ from export import train_graph
 # Bump when the code that wraps, exports or loads a library changes what a library holds
 # (not for comments or refactors that build the same library).
 CACHE_FORMAT = 2
+KERNELS = "inductor"
 
 
 def unavailable(device):
@@ -57,6 +58,11 @@ def unavailable(device):
     if "user_managed" not in inspect.signature(AOTICompiledModel.load_constants).parameters:
         return f"torch {torch.__version__}'s AOTInductor load_constants has no user_managed option"
     return None
+
+
+def outside_kernels(device):
+    return ("AOTInductor's C++ wrapper (argument handling, allocation of intermediates, the OpenMP "
+            "thread pool) and the runner's one call into it")
 
 
 def _traced(state_dict, train):

@@ -40,6 +40,7 @@ import model
 torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 256)
 torch._dynamo.config.accumulated_recompile_limit = max(torch._dynamo.config.accumulated_recompile_limit, 1024)
 
+KERNELS = "inductor"
 
 def unavailable(device, mode="default", **options):
     if mode == "reduce-overhead" and torch.device(device).type != "cuda":
@@ -54,6 +55,14 @@ def unavailable(device, mode="default", **options):
         except Exception as error:  # Inductor's CPU backend needs a C++ compiler
             return f"Inductor's CPU backend needs a C++ compiler: {error}"
     return None
+
+
+def outside_kernels(device, mode="default", cpp_wrapper=None, **options):
+    if mode == "reduce-overhead":
+        return "Dynamo's guards, the Python call, the CUDA graph launch"
+    if cpp_wrapper is False or (cpp_wrapper is None and torch.device(device).type != "cpu"):
+        return "Dynamo's guards, the graph's Python wrapper, dispatch and allocation"
+    return "Dynamo's guards, the Python call into the graph, its C++ wrapper and allocation"
 
 
 def conv2d_im2col(x, w, b):

@@ -37,9 +37,22 @@ from bench.backends import compile as compile_backend  # noqa: F401  (raises Dyn
 from bench.backends import eager
 from bench.backends.compile import unavailable as compile_unavailable
 
+KERNELS = "inductor"  # the compiled regions' kernels; the eager parts run aten's
+
 
 def unavailable(device, **options):
     return compile_unavailable(device)
+
+
+def outside_kernels(device, optimizer=False, whole_iteration=False, **options):
+    if whole_iteration:
+        return ("Dynamo's guards at each compiled region and resume function, compiled autograd's "
+                "capture of the autograd graph, the graphs' Python wrappers")
+    if optimizer:
+        return ("Python, the loss eager, the autograd engine, Dynamo's guards at each compiled region "
+                "and the graphs' Python wrappers")
+    return ("Python, the loss and SGD eager, the autograd engine running the compiled backward, "
+            "Dynamo's guards and the graphs' Python wrappers")
 
 
 def graph_counts():

@@ -4,9 +4,15 @@ import torch
 
 import model
 
+KERNELS = "aten"
+
 
 def unavailable(device):
     return None
+
+
+def outside_kernels(device):
+    return "Python, dispatch, the autograd engine and the optimizer's Python loop"
 
 
 class Runner:

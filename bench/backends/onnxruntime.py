@@ -56,6 +56,7 @@ PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
 DISABLE_CPU_FALLBACK = "session.disable_cpu_ep_fallback"
 # ("forward" or a training-graph variant, opset, parameter shapes) -> checked ModelProto, see _models
 _TEMPLATES = {}
+KERNELS = "onnxruntime"
 
 
 def train_graph_for(device, train_graph=None):
@@ -86,6 +87,10 @@ def unavailable(device, train_graph=None):
                     f"does not implement; on CUDA use {graphs.PORTABLE!r}")
         return _cuda_sessions_fail(chosen)
     return None
+
+
+def outside_kernels(device, **options):
+    return "ONNX Runtime's session run: input and output binding, its executor and allocator"
 
 
 @functools.cache

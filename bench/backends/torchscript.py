@@ -12,11 +12,17 @@ import torch
 import model
 from bench.backends import eager
 
+KERNELS = "aten"
+
 
 def unavailable(device):
     if not callable(getattr(getattr(torch, "jit", None), "script", None)):
         return "torch.jit.script is gone from this torch build"
     return None
+
+
+def outside_kernels(device):
+    return "the TorchScript interpreter, dispatch, the autograd engine and the optimizer's Python loop"
 
 
 def script(net):

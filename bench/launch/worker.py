@@ -1,8 +1,8 @@
 """One worker process of a timed run (started by bench/launch/process.py; the pytest session collects).
 
-    python -m bench.worker --threads 1 --device cpu --batch-size 1 --backends eager,compile \
-        --modes train,forward --seconds 0.7 --result FILE
-    python -m bench.worker --threads 1 --device cpu --sgemm 1024 --seconds 0.5 --result FILE
+    python -m bench.launch.worker --threads 1 --device cpu --batch-size 1 \
+        --backends eager,compile-step-im2col --modes train,forward --seconds 0.7 --result FILE
+    python -m bench.launch.worker --threads 1 --device cpu --sgemm 1024 --seconds 0.5 --result FILE
 
 The worker runs at one thread count (its OpenMP pool, and ONNX Runtime's sessions made after it)
 and holds eager and the given backends at one device and batch size. It creates their runners,
@@ -17,22 +17,21 @@ import argparse
 import itertools
 import json
 import sys
-import time
 
 import torch
 
 import model
 from bench import backends, cli, files, session
+from bench.backends import EAGER
 from bench.measure import memory, noise, timing
 
 WARMUP_CALLS = 3
-BASELINE = "eager"
 TWIN_OFFSET = 0.5  # the A/A's second eager runner starts half the batch pool away
 
 
-def unit(runner, mode_name, pool, device, start=0):
-    """One timed unit of `runner`: a training step or a forward pass on the pool's next batch,
-    beginning at batch `start`."""
+def one_call(runner, mode_name, pool, device, start=0):
+    """The callable that warm-up and timing call: one training step or one forward pass of `runner`
+    on the pool's next batch (from batch `start` on), waiting for the device where it must."""
     batches = itertools.islice(itertools.cycle(pool), start, None)
     if mode_name == "train":
         return timing.synchronized(lambda: runner.train_step(*next(batches)), device)
@@ -48,28 +47,29 @@ def second_eager(device):
     """The A/A's other side: an eager runner of its own, from its own copy of the start weights."""
     from bench.session import AGREEMENT_SEED
 
-    return backends.create(BASELINE, model.make_net(seed=AGREEMENT_SEED).state_dict(), device=device)
+    return backends.create(EAGER, model.make_net(seed=AGREEMENT_SEED).state_dict(), device=device)
 
 
-def measure_cells(names, modes, device, batch_size, seconds, say):
+def measure_cells(names, modes, device, batch_size, seconds, progress):
     from bench.session import FirstCalls, RunnerCache
 
-    cache = RunnerCache(check_agreement=True, selected=list(dict.fromkeys([BASELINE, *names])), say=say)
-    cells = {name: cache.get(name, device, batch_size) for name in dict.fromkeys([BASELINE, *names])}
+    held = list(dict.fromkeys([EAGER, *names]))
+    cache = RunnerCache(check_agreement=True, selected=held, progress=progress)
+    cells = {name: cache.get(name, device, batch_size) for name in held}
     pool = cache.pool(device, batch_size)
     twin = second_eager(device)
     out = {name: {"setup_seconds": cell.setup_seconds, "agreement": cell.agreement,
                   "info": getattr(cell.runner, "info", {}), "modes": {}} for name, cell in cells.items()}
     for mode in modes:
-        eager = unit(cells[BASELINE].runner, mode, pool, device)
+        eager = one_call(cells[EAGER].runner, mode, pool, device)
         warm(eager)
-        twin_call = unit(twin, mode, pool, device, start=int(len(pool) * TWIN_OFFSET))
+        twin_call = one_call(twin, mode, pool, device, start=int(len(pool) * TWIN_OFFSET))
         warm(twin_call)
         for name in names:
             cell = cells[name]
-            warm(unit(FirstCalls(cell), mode, pool, device))
-            call = unit(cell.runner, mode, pool, device)
-            baseline = twin_call if name == BASELINE else eager
+            warm(one_call(FirstCalls(cell), mode, pool, device))
+            call = one_call(cell.runner, mode, pool, device)
+            baseline = twin_call if name == EAGER else eager
             timing.settle_heap()
             # What the warm-up compiled is what is timed: a torch.compile recompilation in the rounds
             # (a guard that fails on a round's batch or state) raises instead of being timed.
@@ -78,7 +78,7 @@ def measure_cells(names, modes, device, batch_size, seconds, say):
                 blocks = timing.paired_blocks(call, baseline, seconds)
                 measured = {**blocks, **monitor.stop(), **memory.peak_over_call(call, device)}
                 measured["finite"] = bool(torch.isfinite(call()).all())
-            say(f"{name} {mode}: {len(blocks['call_blocks'])} pairs")
+            progress(f"{name} {mode}: {len(blocks['call_blocks'])} pairs")
             out[name]["modes"][mode] = measured
     for name, cell in cells.items():  # after every first call
         out[name].update(first_call_seconds=cell.first_call_seconds, first_call_cache=cell.first_call_cache,
@@ -91,18 +91,16 @@ def measure_sgemm(size, device, seconds):
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     call = timing.synchronized(lambda: torch.mm(a, b), device)
     warm(call)
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < timing.MIN_PAIRS:
-        times += timing.timed_calls(call, 1)
-    return {"call_times": times}
+    return {"call_times": timing.timed_for(call, seconds, min_calls=timing.MIN_PAIRS)}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.worker", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.launch.worker",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--threads", type=cli.positive, required=True)
     parser.add_argument("--device", default="cpu", choices=backends.DEVICES)
     parser.add_argument("--batch-size", type=cli.positive, default=1)
-    parser.add_argument("--backends", default=BASELINE, help="comma-separated; eager is always held")
+    parser.add_argument("--backends", default=EAGER, help="comma-separated; eager is always held")
     parser.add_argument("--modes", default=",".join(session.MODES))
     parser.add_argument("--sgemm", type=cli.positive, default=None,
                         help="time an sgemm of this size instead")
@@ -112,7 +110,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)  # OMP_NUM_THREADS (bench/launch/process.py) already sized the pool
 
-    def say(text):
+    def progress(text):
         print(f"threads {args.threads} {args.device} batch {args.batch_size}: {text}", file=sys.stderr,
               flush=True)
 
@@ -123,12 +121,12 @@ def main(argv=None):
         else:
             names = [name for name in args.backends.split(",") if name]
             modes = [mode for mode in args.modes.split(",") if mode]
-            data.update(batch_size=args.batch_size,
-                        cells=measure_cells(names, modes, args.device, args.batch_size, args.seconds, say))
+            cells = measure_cells(names, modes, args.device, args.batch_size, args.seconds, progress)
+            data.update(batch_size=args.batch_size, cells=cells)
         files.write_text_atomic(args.result, json.dumps(data, default=str))  # whole or absent
     except Exception as error:  # one line for the launcher, no traceback
         first_line = (str(error).splitlines() or [""])[0]
-        print(f"bench.worker: error: {error.__class__.__name__}: {first_line}", file=sys.stderr)
+        print(f"bench.launch.worker: error: {error.__class__.__name__}: {first_line}", file=sys.stderr)
         return 1
     return 0
 

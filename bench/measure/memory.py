@@ -21,6 +21,8 @@ import gc
 
 import torch
 
+from bench import backends
+
 PAGE_KB = 1024
 
 
@@ -63,11 +65,11 @@ def peak_over_call(call, device="cpu"):
     trim()
     info = {"memory_peak_bytes": None, "memory_level_bytes": None}
     if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
+        backends.synchronize(device)
         before = torch.cuda.memory_allocated(device)
         torch.cuda.reset_peak_memory_stats(device)
         call()
-        torch.cuda.synchronize(device)
+        backends.synchronize(device)
         free, total = torch.cuda.mem_get_info(device)
         info.update(memory_peak_bytes=torch.cuda.max_memory_allocated(device) - before,
                     memory_level_bytes=before,

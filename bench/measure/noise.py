@@ -4,8 +4,8 @@ Linux only (/proc); elsewhere every figure is None. Jiffies tick at 100 Hz, so o
 benchmark on two CPUs one tick is 0.25% of the machine.
 
 Noise that no counter here sees (a neighbour's memory traffic on the same host, cache
-contention, a throttled clock the VM does not report) still moves timings: design.md measured
-large spreads with steal near zero. A clean mark means no visible noise, not a quiet machine.
+contention, a throttled clock the VM does not report) still moves timings, with steal near zero.
+A clean mark means no visible noise, not a quiet machine.
 """
 
 import os

@@ -1,23 +1,26 @@
 """Paired timing: a backend's calls interleaved with eager's, in blocks, one ratio per pair.
 
-On a shared machine the speed of everything drifts by tens of percent over seconds (see
-../shared/design.md, "Noise"), so a speedup from eager timed at one moment and the backend at
-another moves from run to run. Here the two alternate in blocks of about BLOCK_SECONDS each,
-in the order E B | B E | E B | ..., so each pair of neighbouring blocks sees the same phase of
-the machine and the order does not favour either side. Each pair gives one ratio (eager's time
-per call over the backend's).
+On a shared machine the speed of everything drifts over seconds, so a speedup from eager timed
+at one moment and the backend at another moves from run to run. Here the two alternate in blocks
+of about BLOCK_SECONDS each, in the order E B | B E | E B | ..., so each pair of neighbouring
+blocks sees the same phase of the machine and the order does not favour either side. Each pair
+gives one ratio (eager's time per call over the backend's).
 
 Blocks, not single calls: alternating call by call puts the other backend's data in the caches
 before every call and reads a different ratio (results/block_length.md measures it). A block
 holds at least MIN_BLOCK_CALLS calls, at every batch size.
 
-Part of the noise is fixed per process (design.md "Noise"), so a run times each cell in several
-worker processes (bench/launch/worker.py) and the speedup is the median of all their pairs, with a
-hierarchical bootstrap 95% interval: resample the processes, then the pairs within each, so the
-interval covers the spread between processes as well as within one.
+Part of the noise is fixed for the life of a process (its placement and memory layout; the
+process spread in results/calibration.md shows how far one process's median can sit from
+another's), so a run times each cell in several worker processes (bench/launch/worker.py) and
+the speedup is the median of all their pairs, with a hierarchical bootstrap 95% interval:
+resample the processes, then the pairs within each, so the interval covers the spread between
+processes as well as within one.
 
 `paired_blocks` is the measurement (it returns data); `record` hands the per-call times of the
 timed side to pytest-benchmark as its rounds, so its statistics and saved runs hold them.
+timed_calls, timed_block and timed_for are the loops every timed region here and in the studies
+runs on; `synchronized` makes a callable wait for its device.
 """
 
 import gc
@@ -26,6 +29,8 @@ import time
 
 import numpy as np
 import torch
+
+from bench import backends
 
 BLOCK_SECONDS = 0.05
 PAIRED_SECONDS = 2.0  # both sides together, per benchmark, over all its processes
@@ -38,13 +43,9 @@ RESAMPLES = 4000
 
 def seconds_per_call(call, budget=0.02):
     """A rough per-call time from calls already warm: enough to size the blocks."""
-    count, start = 0, time.perf_counter()
-    while True:
-        call()
-        count += 1
-        elapsed = time.perf_counter() - start
-        if elapsed >= budget:
-            return elapsed / count
+    start = time.perf_counter()
+    count = len(timed_for(call, budget))
+    return (time.perf_counter() - start) / count
 
 
 def calls_per_block(per_call, block_seconds=BLOCK_SECONDS, min_calls=MIN_BLOCK_CALLS):
@@ -59,7 +60,7 @@ def synchronized(call, device):
 
     def waited():
         result = call()
-        torch.cuda.synchronize(device)
+        backends.synchronize(device)
         return result
     return waited
 
@@ -77,6 +78,15 @@ def timed_calls(call, count):
 def timed_block(call, count):
     """Seconds spent inside `count` calls."""
     return sum(timed_calls(call, count))
+
+
+def timed_for(call, seconds, min_calls=1):
+    """The seconds of each call of `call`, called one after another until `seconds` have passed
+    and it was called at least `min_calls` times."""
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < min_calls:
+        times += timed_calls(call, 1)
+    return times
 
 
 def median_interval(ratios, confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):

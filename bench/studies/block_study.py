@@ -15,6 +15,7 @@ import argparse
 import itertools
 import json
 import os
+import statistics
 import sys
 
 import torch
@@ -23,6 +24,7 @@ import model
 from bench import backends, cli, files
 from bench.cli import Parser, UsageError
 from bench.measure import machine, noise, timing
+from bench.reporting.format import markdown_table
 
 BLOCKS = [("one call", 1e-9), ("10 ms", 0.01), ("50 ms", 0.05), ("200 ms", 0.2)]
 
@@ -44,11 +46,7 @@ def sequential(call, baseline, seconds):
     """E B B E, each one piece of seconds/4: the ratio of eager's per-call time to the backend's, per
     half (E B and B E), and over all."""
     def piece(fn):
-        count, spent = 0, 0.0
-        while spent < seconds / 4:
-            spent += timing.timed_block(fn, 1)
-            count += 1
-        return spent / count
+        return statistics.fmean(timing.timed_for(fn, seconds / 4))
     e1, b1, b2, e2 = piece(baseline), piece(call), piece(call), piece(baseline)
     return {"first_half": e1 / b1, "second_half": e2 / b2, "overall": (e1 + e2) / (b1 + b2)}
 
@@ -93,17 +91,17 @@ def main(argv=None):
              f"torch {torch.__version__}, {torch.get_num_threads()} threads, {machine.cpu_model()}. "
              "Training step, speedup of the backend against eager: paired median [95% interval] per "
              "block length; sequential is E B B E in pieces of a quarter of the time each (first half "
-             "/ second half / overall).", "",
-             "| backend | batch | " + " | ".join(label for label, _ in BLOCKS)
-             + " | sequential | others' CPU |",
-             "|---|---|" + "---|" * (len(BLOCKS) + 2)]
+             "/ second half / overall).", ""]
+    table = []
     for row in results:
         seq = row["sequential"]
         cells = [f"{row[label][0]:.2f} [{row[label][1]:.2f}, {row[label][2]:.2f}]" for label, _ in BLOCKS]
         other = row.get("noise_others_cpu")
-        lines.append(f"| {row['backend']} | {row['batch_size']} | " + " | ".join(cells)
-                     + f" | {seq['first_half']:.2f} / {seq['second_half']:.2f} / {seq['overall']:.2f}"
-                     + f" | {'-' if other is None else f'{100 * other:.0f}%'} |")
+        table.append([row["backend"], row["batch_size"], *cells,
+                      f"{seq['first_half']:.2f} / {seq['second_half']:.2f} / {seq['overall']:.2f}",
+                      "-" if other is None else f"{100 * other:.0f}%"])
+    header = ["backend", "batch", *(label for label, _ in BLOCKS), "sequential", "others' CPU"]
+    lines.append(markdown_table(header, table))
     files.write_text_atomic(os.path.join(args.out, "block_length.md"), "\n".join(lines) + "\n")
     files.write_text_atomic(os.path.join(args.out, "block_length.json"),
                               json.dumps(results, indent=2) + "\n")

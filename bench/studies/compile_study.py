@@ -23,6 +23,7 @@ import model
 from bench import backends, cli, files
 from bench.cli import Parser, UsageError
 from bench.measure import agreement, machine, noise, timing
+from bench.reporting.format import interval_text, markdown_table
 from bench.studies.block_study import warm_step
 
 NCHW = {"layout_optimization": False}  # Inductor keeps the Net's NCHW layout (on CPU it goes channels-last)
@@ -62,11 +63,6 @@ def runner_factory(name):
     return factory
 
 
-def load_average():
-    with open("/proc/loadavg") as f:
-        return float(f.read().split()[0])
-
-
 def measure(name, batch_size, seconds):
     """Agreement, then the paired speedup of one variant at one batch size."""
     runner = runner_factory(name)(model.make_net(0).state_dict(), "cpu", torch.float32)
@@ -77,13 +73,13 @@ def measure(name, batch_size, seconds):
         return row
     call = warm_step(runner, batch_size)
     eager = warm_step(backends.create("eager", model.make_net().state_dict()), batch_size)
-    load = load_average()
+    load = os.getloadavg()[0]  # the machine's 1-minute load average
     monitor = noise.Monitor().start()
     timing.settle_heap()
     with torch.compiler.set_stance("fail_on_recompile"):
         info = timing.summarize([timing.paired_blocks(call, eager, seconds=seconds)])
     row.update(speedup=[info["speedup"], info["speedup_low"], info["speedup_high"]],
-               load_average=[load, load_average()], **monitor.stop())
+               load_average=[load, os.getloadavg()[0]], **monitor.stop())
     return row
 
 
@@ -95,18 +91,17 @@ def render(rows, command):
              "process (bench/measure/timing.py), median [95% interval]. Every variant passed the agreement "
              "check "
              "(20 steps against float64 at the batch size timed) before it was timed. Load average: the "
-             "machine's 1-minute load at the start and end of each cell (other processes share it).", "",
-             "| variant | what it changes | batch | speedup vs eager | load average |",
-             "|---|---|---|---|---|"]
+             "machine's 1-minute load at the start and end of each cell (other processes share it).", ""]
+    table = []
     for row in rows:
         if "speedup" in row:
-            s, low, high = row["speedup"]
-            figure = f"{s:.2f}x [{low:.2f}, {high:.2f}]"
+            figure = interval_text(row["speedup"])
             load = " - ".join(f"{v:.1f}" for v in row["load_average"])
         else:
             figure, load = f"agreement {row['agreement']}: not timed", "-"
-        lines.append(f"| {row['variant']} | {VARIANTS[row['variant']][2]} | {row['batch_size']} | {figure} "
-                     f"| {load} |")
+        table.append([row["variant"], VARIANTS[row["variant"]][2], row["batch_size"], figure, load])
+    header = ["variant", "what it changes", "batch", "speedup vs eager", "load average"]
+    lines.append(markdown_table(header, table))
     return "\n".join(lines) + "\n"
 
 

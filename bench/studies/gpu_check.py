@@ -14,25 +14,21 @@ line or no CUDA, 1 for a failed part.
 import json
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 import model
 from bench import backends, cli, files
+from bench.measure import timing
 
 
 def per_step_ms(step, rounds, synchronize):
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        step()
-        if synchronize:
-            torch.cuda.synchronize()
-        times.append((time.perf_counter() - start) * 1e3)
-    torch.cuda.synchronize()  # never leave work queued behind the next measurement
-    return statistics.median(times)
+    """The median milliseconds of `rounds` calls of `step`, each timed on its own, with or without
+    waiting for the device inside the timed call."""
+    times = timing.timed_calls(timing.synchronized(step, "cuda") if synchronize else step, rounds)
+    backends.synchronize("cuda")  # never leave work queued behind the next measurement
+    return statistics.median(times) * 1e3
 
 
 def eager_timing(state, x, target, rounds):
@@ -40,7 +36,7 @@ def eager_timing(state, x, target, rounds):
     step = lambda: eager.train_step(x, target)  # noqa: E731
     for _ in range(10):
         step()
-    torch.cuda.synchronize()
+    backends.synchronize("cuda")
     return {"eager_train_ms_synchronized": per_step_ms(step, rounds, synchronize=True),
             "eager_train_ms_unsynchronized": per_step_ms(step, rounds, synchronize=False)}
 
@@ -53,7 +49,7 @@ def kernel_count(name, state, x, target):
     with torch._inductor.config.patch(force_disable_caches=True):
         runner = backends.create(name, state, device="cuda")
         runner.train_step(x, target)
-    torch.cuda.synchronize()
+    backends.synchronize("cuda")
     count = metrics.generated_kernel_count
     return {"kernel_count_backend": name, "generated_kernels": count,
             "kernels": "triton" if count else "none generated"}

@@ -7,19 +7,19 @@ For each backend and batch size, after a warm-up, the same process times `--step
 steps without any profiler (three rounds), profiles `--steps` more, and times two more unprofiled
 rounds (wall = the median of the five round means). The profiler: torch.profiler (CPU activities,
 `key_averages()`) for the torch backends, ONNX Runtime's own profiler (its per-node JSON trace,
-summed by op type) for onnxruntime. The torch.compile backends are compiled with Inductor's
-`cpp.enable_kernel_profile`, so each generated C++ kernel shows up as its own range (aotinductor
-too). Those ranges cost time of their own (in the committed run they slowed the batch-1 step
-1.8x for compile and 2.5x for aotinductor), so for these backends the build the benchmarks time
-is timed apart, without them, before the instrumented build is built.
+summed by op type) for onnxruntime. The configurations whose kernels Inductor generates
+(backends.kernels) are compiled with Inductor's `cpp.enable_kernel_profile`, so each generated
+C++ kernel shows up as its own range. Those ranges cost time of their own (PROFILE.md's
+"instrumentation slowdown" column gives it per backend and batch size), so for these backends
+the build the benchmarks time is timed apart, without them, before the instrumented build is built.
 
 "Op self time" is the time spent inside the ops themselves: aten operators (their self time,
 children excluded), Inductor's generated kernels and the aten kernels they call, ONNX Runtime's
 nodes. Every figure refers to the build the benchmarks time: coverage = op self time per step
 (measured on the instrumented, profiled build) / the benchmarked build's wall time per step, and
 an op's share is its self time over that same wall time. What coverage leaves is time outside
-every kernel, labelled by what the backend's architecture has there (OUTSIDE_KERNELS: Python and
-dispatch for eager, none for aotinductor or onnxruntime). Instrumentation inflates the kernel
+every kernel, labelled by what the backend's architecture has there (backends.outside_kernels:
+Python and dispatch for eager, none for aotinductor or onnxruntime). Instrumentation inflates the kernel
 times too (a few microseconds per range), so at batch 1 coverage leans high; where the kernels
 alone exceed the benchmarked wall time, the report says so and names no remainder.
 
@@ -46,14 +46,12 @@ from bench.cli import Parser, UsageError, backend_list, positive, positive_list
 from bench.files import write_atomic
 from bench.measure import timing
 from bench.reporting.format import markdown_table
-from bench.reporting.report import BASELINE
 
 DEFAULT_BATCH_SIZES = [1, 256]
 DEFAULT_STEPS = 20
 WARMUP_STEPS = 5  # TorchScript's profiling executor specialises on its first runs
 TIMING_ROUNDS = (3, 2)  # unprofiled timing rounds before and after the profiled steps
 TOP_OPS = 8
-TORCH_BACKENDS = {"eager", "compile", "compile_loop", "torchscript"}  # modules profiled with torch.profiler
 
 # Ranges that wrap ops rather than being ops: their self time is overhead outside any kernel.
 KERNEL_NAME = re.compile(r"^(aten::|prim::|aoti_torch_)|cpp_fused|^graph_\d+_|^triton_")
@@ -92,30 +90,6 @@ GROUP_NAMES = [name for name, _ in KERNEL_GROUPS] + [ELEMENTWISE]
 def kernel_group(op):
     return next((name for name, pattern in KERNEL_GROUPS if pattern.search(op)), ELEMENTWISE)
 
-# What a backend's step does outside its kernels, by configuration: what its architecture allows.
-OUTSIDE_KERNELS = {
-    "eager": "Python, dispatch, the autograd engine and the optimizer's Python loop",
-    "torchscript": "the TorchScript interpreter, dispatch, the autograd engine and the optimizer's "
-                   "Python loop",
-    "compile-net": "Python, the loss and SGD eager, the autograd engine running the compiled backward, "
-                   "Dynamo's guards and the graphs' Python wrappers",
-    "compile-net-opt": "Python, the loss eager, the autograd engine, Dynamo's guards at each compiled region "
-                       "and the graphs' Python wrappers",
-    "compile-iter": "Dynamo's guards at each compiled region and resume function, compiled autograd's "
-                    "capture of the autograd graph, the graphs' Python wrappers",
-    "compile-step": "Dynamo's guards, the graph's Python wrapper, dispatch and allocation",
-    "compile-step-nchw": "Dynamo's guards, the Python call into the graph, its C++ wrapper and allocation",
-    "compile-step-im2col": "Dynamo's guards, the Python call into the graph, its C++ wrapper and allocation",
-    "compile-step-im2col-cudagraphs": "Dynamo's guards, the Python call, the CUDA graph launch",
-    "aotinductor": "AOTInductor's C++ wrapper (argument handling, allocation of intermediates, the OpenMP "
-                   "thread pool) and the runner's one call into it",
-    "onnxruntime": "ONNX Runtime's session run: input and output binding, its executor and allocator",
-}
-
-
-def outside_kernels(name):
-    return OUTSIDE_KERNELS.get(name, "everything outside the kernels")
-
 
 def available_backends(device="cpu"):
     """(runnable, {name: why not}) over every configured backend."""
@@ -134,13 +108,7 @@ def available_backends(device="cpu"):
 
 def round_means(step, steps, rounds):
     """The mean time of `steps` back-to-back steps, in seconds, for each of `rounds` rounds."""
-    means = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        means.append((time.perf_counter() - start) / steps)
-    return means
+    return [timing.timed_block(step, steps) / steps for _ in range(rounds)]
 
 
 def is_kernel(name):
@@ -155,10 +123,7 @@ def torch_ops(step, steps):
         for _ in range(min(steps, 2)):
             step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        wall = time.perf_counter() - start
+        wall = timing.timed_block(step, steps)
     ops, overhead = {}, {}
     for event in prof.key_averages():
         entry = (event.count, event.self_cpu_time_total * 1e-6)
@@ -193,10 +158,7 @@ def ort_ops(state, x, target, steps, folder, name="onnxruntime"):
     try:
         for _ in range(WARMUP_STEPS):
             runner.train_step(x, target)
-        start = time.perf_counter()
-        for _ in range(steps):
-            runner.train_step(x, target)
-        wall = time.perf_counter() - start
+        wall = timing.timed_block(functools.partial(runner.train_step, x, target), steps)
         path = runner.train_session.end_profiling()
         with open(path, encoding="utf-8") as f:
             trace = json.load(f)
@@ -208,11 +170,10 @@ def ort_ops(state, x, target, steps, folder, name="onnxruntime"):
 def profile_backend(name, batch_sizes, steps, folder):
     """One result dict per batch size for backend `name`."""
     state = model.make_net().state_dict()
-    module_name, _ = backends.CONFIGS[name]
     results = []
-    # Inductor's per-kernel profiling ranges cost time of their own (at batch 1, aotinductor's
-    # instrumented build was 2.5x slower), so the build the benchmarks time is timed first, apart.
-    kernel_profile = module_name in ("compile", "compile_loop", "aotinductor")
+    # Inductor's per-kernel profiling ranges cost time of their own (the report's instrumentation
+    # slowdown), so the build the benchmarks time is timed first, apart.
+    kernel_profile = backends.kernels(name) == "inductor"
     benchmarked_wall = {}
     if kernel_profile:
         import torch._inductor.config as inductor_config
@@ -236,13 +197,10 @@ def profile_backend(name, batch_sizes, steps, folder):
             x, target = model.make_batch(batch)
             step = functools.partial(runner.train_step, x, target)
 
-            start = time.perf_counter()
-            for _ in range(WARMUP_STEPS):
-                step()
-            warmup = time.perf_counter() - start
+            warmup = timing.timed_block(step, WARMUP_STEPS)
             timing.settle_heap()
             means = round_means(step, steps, TIMING_ROUNDS[0])
-            if module_name == "onnxruntime":
+            if backends.kernels(name) == "onnxruntime":
                 ops, overhead, profiled = ort_ops(state, x, target, steps, folder, name)
                 tool = "ONNX Runtime profiler (per-node trace, summed by op type)"
             else:
@@ -277,7 +235,7 @@ def summarise(name, batch, steps, wall, profiled_wall, ops, overhead, warmup, to
     return {
         "backend": name, "batch": batch, "steps": steps, "wall": wall, "profiled_wall": profiled_wall,
         "benchmarked_wall": benchmarked_wall, "kernel": kernel, "coverage": kernel / benchmarked_wall,
-        "outside_kernels": outside_kernels(name), "top": top, "categories": categories.most_common(),
+        "outside_kernels": backends.outside_kernels(name), "top": top, "categories": categories.most_common(),
         "overhead_top": overhead_top, "warmup": warmup, "tool": tool, "groups": groups,
     }
 
@@ -331,7 +289,7 @@ def outside_time(result):
 def group_comparison(results):
     """Per batch size: every backend's kernel groups and time outside kernels, us per step, beside
     eager's from the same profile run, and where each loses most against it."""
-    eager = {r["batch"]: r for r in results if r["backend"] == BASELINE}
+    eager = {r["batch"]: r for r in results if r["backend"] == backends.EAGER}
     lines = []
     for batch in sorted(eager):
         base = eager[batch]
