@@ -19,35 +19,53 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def positive(text):
-    """argparse type: a positive integer."""
+def positive_integer(text):
+    """A positive integer from `text`, or ValueError saying what was expected."""
     try:
         value = int(text)
     except ValueError:
         value = 0
     if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+        raise ValueError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def positive(text):
+    """argparse type: a positive integer."""
+    try:
+        return positive_integer(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def parse_list(text, kind, choices=None, convert=str):
+    """The one comma-list parser behind every list option: each item stripped, blank ones skipped,
+    passed through `convert` (whose ValueError is the message) and, given `choices`, one of them.
+    ValueError (one line: an unknown `kind`, a bad item, or an empty list) otherwise."""
+    values = [convert(item.strip()) for item in text.split(",") if item.strip()]
+    if not values:
+        raise ValueError("empty; choose from: " + ", ".join(map(str, choices)) if choices else "empty list")
+    for value in values:
+        if choices is not None:
+            backends.check_choice(kind, value, choices)
+    return values
 
 
 def positive_list(text):
     """argparse type: comma-separated positive integers."""
-    items = [item.strip() for item in text.split(",")]
-    if not any(items):
-        raise argparse.ArgumentTypeError("empty list")
-    return [positive(item) for item in items]
+    try:
+        return parse_list(text, "integer", convert=positive_integer)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def backend_list(text, device="cpu"):
     """Backends named on the command line; each must be known and runnable on `device`."""
-    names = [name.strip() for name in text.split(",") if name.strip()]
-    if not names:
-        raise UsageError("--backends: empty; choose from: " + ", ".join(backends.CONFIGS))
+    try:
+        names = parse_list(text, "backend", backends.CONFIGS)
+    except ValueError as error:
+        raise UsageError(f"--backends: {error}") from None
     for name in names:
-        try:
-            backends.check_choice("backend", name, backends.CONFIGS)
-        except ValueError as error:
-            raise UsageError(f"--backends: {error}") from None
         reason = backends.unavailable(name, device)
         if reason:
             raise UsageError(f"--backends: {name} cannot run on {device}: {reason}")

@@ -1,11 +1,13 @@
-"""Selection options, shared runners and machine info for the benchmarks in bench/."""
+"""The pytest suite's options and hooks: what to run (selection options, parsed with bench/cli.py),
+how saved runs are marked (interrupted, duration), the report refreshed after a saved run, and the
+session fixtures. The run's state lives in bench/session.py, saving runs in bench/runs/store.py."""
 
 import os
 import time
 
 import pytest
 
-from bench import backends, files
+from bench import backends, cli, files
 from bench.measure import machine, timing
 from bench.runs.store import protect_saved_runs
 from bench.session import BATCH_SIZES, MODES, Measurements, RunnerCache, all_cores, terminal_progress
@@ -40,35 +42,30 @@ PROCESSES = 3  # pyperf's fast mode never uses fewer
 QUICK_PAIRED_SECONDS = 1.0
 
 
-def parse_list(config, option, choices=None, convert=str):
-    values = []
-    for item in config.getoption(option).split(","):
-        try:
-            value = convert(item.strip())
-            if choices is not None:
-                backends.check_choice(option.replace("_", "-").rstrip("s"), value, choices)
-            elif value < 1:
-                raise ValueError
-        except ValueError as error:
-            message = str(error) if choices is not None else f"expected positive integers, got {item!r}"
-            raise pytest.UsageError(f"--{option.replace('_', '-')}: {message}") from None
-        values.append(value)
-    return values
+def option_list(config, option, choices=None):
+    """A comma-list option's values (cli.parse_list): names from `choices`, else positive integers."""
+    flag = "--" + option.replace("_", "-")
+    try:
+        if choices is not None:
+            return cli.parse_list(config.getoption(option), flag[2:].rstrip("s"), choices)
+        return cli.parse_list(config.getoption(option), flag[2:], convert=cli.positive_integer)
+    except ValueError as error:
+        raise pytest.UsageError(f"{flag}: {error}") from None
 
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark has made its session
 def pytest_configure(config):
     selection = {
-        "backend": parse_list(config, "backends", backends.CONFIGS),
-        "batch_size": parse_list(config, "batch_sizes", convert=int),
-        "device": parse_list(config, "devices", backends.DEVICES),
-        "mode": parse_list(config, "modes", MODES),
+        "backend": option_list(config, "backends", backends.CONFIGS),
+        "batch_size": option_list(config, "batch_sizes"),
+        "device": option_list(config, "devices", backends.DEVICES),
+        "mode": option_list(config, "modes", MODES),
     }
-    threads = parse_list(config, "threads", convert=int) if config.getoption("threads") else [1, all_cores()]
+    threads = option_list(config, "threads") if config.getoption("threads") else [1, all_cores()]
     selection["threads"] = list(dict.fromkeys(threads))[:1 if config.getoption("quick") else None]
     config.stash[SELECTION] = selection
     SESSION_START[0] = time.perf_counter()
-    processes = parse_list(config, "processes", convert=int)
+    processes = option_list(config, "processes")
     if len(processes) != 1:
         raise pytest.UsageError(f"--processes: expected one positive integer, "
                                 f"got {config.getoption('processes')!r}")

@@ -86,7 +86,7 @@ def test_cache_key_changes_with_each_ingredient(monkeypatch):
     def other(value):  # a value that differs from the installed one, whatever is installed
         return f"{value}+other"
 
-    installed = {"triton": aotinductor._triton_version(), "compiler": aotinductor._compiler_version(),
+    installed = {"triton": aotinductor._triton_version(), "compiler": aotinductor.machine.compiler_version(),
                  "vector ISA": aotinductor._vec_isa()}
     changes = {  # each: something the library depends on, changed in isolation
         "torch version": lambda: monkeypatch.setattr(torch, "__version__", other(torch.__version__)),
@@ -94,7 +94,7 @@ def test_cache_key_changes_with_each_ingredient(monkeypatch):
                                                          other(torch.version.git_version)),
         "triton": lambda: monkeypatch.setattr(aotinductor, "_triton_version",
                                               lambda: other(installed["triton"])),
-        "compiler": lambda: monkeypatch.setattr(aotinductor, "_compiler_version",
+        "compiler": lambda: monkeypatch.setattr(aotinductor.machine, "compiler_version",
                                                 lambda: other(installed["compiler"])),
         "vector ISA": lambda: monkeypatch.setattr(aotinductor, "_vec_isa",
                                                   lambda: other(installed["vector ISA"])),

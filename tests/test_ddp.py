@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from bench.reporting import report
+from bench.runs import load
 from bench.studies import ddp
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -140,7 +140,7 @@ def test_the_command_saves_a_run_the_report_reads(runs):
                      "closing note of this change. " + stderr[-300:].replace("\n", " "))
     assert status == 0, stderr[-6000:]
     [path] = glob.glob(os.path.join(out, "ddp", "0001_*.json"))
-    run = report.read_run(path)
+    run = load.read_run(path)
     assert {key[3] for key in run["rows"]} == {"ddp-eager-w1", "ddp-eager-w2"}
     for bench in json.load(open(path))["benchmarks"]:
         info = bench["extra_info"]

@@ -9,7 +9,9 @@ import os
 
 import pytest
 
+from bench import REPO
 from bench.reporting import compare, report
+from bench.runs import load
 from bench.studies import draw_net
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -168,7 +170,7 @@ def test_runs_saved_before_the_rename_read_with_todays_names(tmp_path):
     renamed = {(mode, batch, {"compile-step-im2col": "compile", "torchscript": "compile-aten"}.get(b, b)): m
                for (mode, batch, b), m in MEDIANS.items()}
     path = save(tmp_path, 1, run_data(medians=renamed))
-    run = report.read_run(str(path))
+    run = load.read_run(str(path))
     assert {key[3] for key in run["rows"]} == {"eager", "compile-step-im2col", "compile-step"}
     assert report.main([str(path), "--out", str(tmp_path / "out")]) == 0
     text = (tmp_path / "out" / "REPORT.md").read_text()
@@ -460,7 +462,7 @@ def committed_pairs_at_one_commit():
     """Every pair of complete committed runs (results/benchmarks) made at one commit."""
     import itertools
 
-    runs = report.require_runs(os.path.join(report.REPO, report.DEFAULT_STORAGE))
+    runs = load.require_runs(os.path.join(REPO, load.DEFAULT_STORAGE))
     by_commit = {}
     for run in runs:
         by_commit.setdefault(run["commit"].get("id"), []).append(run)
@@ -479,8 +481,8 @@ def test_compare_flags_nothing_between_committed_single_process_runs_of_one_comm
     pairs = [(a, b) for a, b in committed_pairs_at_one_commit() if single_process(a) and single_process(b)]
     assert len(pairs) >= 3
     for base, cand in pairs:
-        assert compare.compare(base, cand, 0.10) == [], (base["name"], cand["name"])
-        assert compare.compare(cand, base, 0.10) == [], (cand["name"], base["name"])
+        assert compare.compare_runs(base, cand, 0.10) == [], (base["name"], cand["name"])
+        assert compare.compare_runs(cand, base, 0.10) == [], (cand["name"], base["name"])
     capsys.readouterr()
 
 

@@ -32,13 +32,35 @@ def saved_runs(storage):
     ("--backends", "nope", f"--backends: unknown backend 'nope'; choose from: {', '.join(backends.CONFIGS)}"),
     ("--devices", "tpu", "--devices: unknown device 'tpu'; choose from: cpu, cuda"),
     ("--modes", "infer", "--modes: unknown mode 'infer'; choose from: train, forward"),
-    ("--batch-sizes", "0", "--batch-sizes: expected positive integers, got '0'"),
+    ("--batch-sizes", "0", "--batch-sizes: expected a positive integer, got '0'"),
 ])
 def test_unknown_selection_is_one_line_listing_the_choices(tmp_path, option, value, message):
     done = subprocess.run(bench_command(tmp_path, option, value), cwd=REPO, capture_output=True, text=True)
     assert done.returncode != 0
     errors = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(errors) == 1 and errors[0].startswith(f"ERROR: {message}"), done.stderr
+
+
+@pytest.mark.parametrize(("text", "options", "expected"), [
+    ("1, 64,256", {"convert": "positive"}, [1, 64, 256]),
+    ("eager,,cpu ", {"choices": ["eager", "cpu"]}, ["eager", "cpu"]),  # blank items are skipped
+    ("1,0", {"convert": "positive"}, "expected a positive integer, got '0'"),
+    ("1,x", {"convert": "positive"}, "expected a positive integer, got 'x'"),
+    ("eager,nope", {"choices": ["eager"]}, "unknown backend 'nope'; choose from: eager"),
+    (" , ", {"choices": ["eager"]}, "empty; choose from: eager"),
+    ("", {"convert": "positive"}, "empty list"),
+])
+def test_one_comma_list_parser_converts_checks_and_names_what_is_wrong(text, options, expected):
+    from bench import cli
+
+    if options.get("convert"):
+        options = {"convert": cli.positive_integer}
+    if isinstance(expected, list):
+        assert cli.parse_list(text, "backend", **options) == expected
+    else:
+        with pytest.raises(ValueError) as error:
+            cli.parse_list(text, "backend", **options)
+        assert str(error.value) == expected
 
 
 def test_unwritable_storage_is_one_line_before_any_benchmark_runs(tmp_path):
@@ -96,9 +118,10 @@ def test_an_interrupted_run_is_kept_marked_and_left_out_of_the_report(tmp_path):
     assert "was interrupted" in output
     assert (tmp_path / "REPORT.md").read_text() == report_before  # still the last complete run
     from bench.reporting import compare, report
+    from bench.runs import load
 
-    assert report.require_runs(str(tmp_path / "benchmarks"))[-1]["path"] == str(earlier)
-    named = report.find_run(partial[0].name[:4], str(tmp_path / "benchmarks"))
+    assert load.require_runs(str(tmp_path / "benchmarks"))[-1]["path"] == str(earlier)
+    named = load.find_run(partial[0].name[:4], str(tmp_path / "benchmarks"))
     assert named["interrupted"]
     out = tmp_path / "partial"
     assert report.main([str(partial[0]), "--out", str(out)]) == 0

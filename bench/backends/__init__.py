@@ -52,8 +52,11 @@ CONFIGS = {
     # The training graph without Col2Im and MaxUnpool (ConvTranspose, an Equal mask); on CUDA both run it.
     "onnxruntime-portable": ("onnxruntime", {"train_graph": "portable"}),
 }
-# Modules whose configurations run torch.compile at call time (Dynamo, guards, recompiles).
-TORCH_COMPILE_MODULES = {"compile", "compile_loop"}
+# What runs each module's step, for reports that treat configurations by kind rather than by name;
+# "torch.compile": Dynamo, guards and recompiles at call time. A family's first configuration in
+# CONFIGS is its plain one, the others its variants.
+FAMILIES = {"eager": "eager", "compile": "torch.compile", "compile_loop": "torch.compile",
+            "aotinductor": "aotinductor", "torchscript": "torchscript", "onnxruntime": "onnxruntime"}
 # Names saved runs in results/ still carry, and the configuration each is now called.
 RENAMED = {"compile": "compile-step-im2col", "compile-aten": "compile-step",
            "compile-cudagraphs": "compile-step-im2col-cudagraphs"}
@@ -66,9 +69,19 @@ def current_name(name):
     return RENAMED.get(name, name)
 
 
+def family(name):
+    """What runs configuration `name`'s step (a value of FAMILIES), or None for an unknown name."""
+    return FAMILIES[CONFIGS[name][0]] if name in CONFIGS else None
+
+
+def plain(family_name):
+    """The plain configuration of a family: its first in CONFIGS."""
+    return next(name for name in CONFIGS if family(name) == family_name)
+
+
 def is_torch_compile(name):
     """Whether configuration `name` runs through torch.compile (Dynamo) when called."""
-    return name in CONFIGS and CONFIGS[name][0] in TORCH_COMPILE_MODULES
+    return family(name) == "torch.compile"
 
 
 def check_choice(kind, value, choices):

@@ -23,12 +23,10 @@ vector ISA and the GPU. `info["library_hit"]` and `info["library_miss"]` count t
 loaded from there or built.
 """
 
-import functools
 import hashlib
 import inspect
 import os
 import platform
-import subprocess
 import time
 
 import torch
@@ -37,6 +35,7 @@ import model
 from bench import files
 from bench.backends.compile import Im2colLowering
 from bench.backends.compile import unavailable as compile_unavailable
+from bench.measure import machine
 from export import train_graph
 
 # Bump when the code that wraps, exports or loads a library changes what a library holds
@@ -95,19 +94,6 @@ class _TrainStep(torch.nn.Module):
         return loss
 
 
-@functools.cache
-def _compiler_version():
-    """First line of `--version` of the C++ compiler Inductor uses (CPU libraries are built with it)."""
-    from torch._inductor import cpp_builder
-
-    try:
-        compiler = cpp_builder.get_cpp_compiler()
-        out = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    except Exception as error:  # no compiler: unavailable() has already said so for CPU
-        return f"unknown ({type(error).__name__})"
-    return f"{compiler}: {out.splitlines()[0] if out else ''}"
-
-
 def _triton_version():
     try:
         import triton
@@ -154,7 +140,7 @@ def cache_ingredients(graph_module, options, device, dtype, train):
         "torch": (torch.__version__, torch.version.git_version),
         "triton": _triton_version(),
         "gpu": _gpu(device),
-        "compiler": _compiler_version() if device.type == "cpu" else None,
+        "compiler": machine.compiler_version() if device.type == "cpu" else None,
         "vec_isa": _vec_isa(),
         "machine": platform.machine(),
     }

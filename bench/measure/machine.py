@@ -49,12 +49,19 @@ def cpu_model():
     return platform.processor() or platform.machine()
 
 
+@functools.cache
 def compiler_version():
+    """The C++ compiler Inductor builds CPU code with (torch's cpp_builder picks it, as for every
+    torch.compile and AOTInductor build here) and the first line of its `--version`, or None when
+    there is none. Recorded with every run, and part of AOTInductor's library cache key."""
+    from torch._inductor import cpp_builder
+
     try:
-        out = subprocess.run(["c++", "--version"], capture_output=True, text=True, timeout=10).stdout
-        return out.splitlines()[0] if out else None
-    except (OSError, subprocess.SubprocessError):
+        compiler = cpp_builder.get_cpp_compiler()
+        out = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    except Exception:  # no compiler: the compile backends' unavailable() says so
         return None
+    return f"{compiler}: {out.splitlines()[0] if out else ''}"
 
 
 @functools.cache

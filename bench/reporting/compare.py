@@ -29,20 +29,20 @@ import sys
 
 import numpy as np
 
+from bench.backends import EAGER
 from bench.measure.timing import CONFIDENCE, hierarchical_medians
-from bench.reporting.report import (
-    BASELINE,
+from bench.reporting.format import display_path, threads_text
+from bench.runs.load import (
     DEFAULT_STORAGE,
     VERSION_KEYS,
     RunError,
     cpu_model,
-    display_path,
     find_run,
     require_runs,
     speedup,
     speedup_interval,
-    threads_text,
 )
+from bench.runs.verdict import MET, verdict
 
 MACHINE_KEYS = ["machine", "cpu_count", "torch_threads", "cuda_device"]
 
@@ -84,8 +84,8 @@ def judge(base, cand, key, threshold):
     ratios = [run["rows"][key].get("pair_ratios") for run in (base, cand)]
     if not all(groups and len(groups) >= 2 for groups in ratios):  # one process: its luck is unmeasured
         return change, "undecided"
-    low, _ = change_interval(*ratios)
-    return change, "REGRESSION" if low > 0 else "undecided"
+    regressed = verdict(*change_interval(*ratios), 0.0, strict=True)  # slower: a change above 0
+    return change, "REGRESSION" if regressed == MET else "undecided"
 
 
 def interval_cell(run, key):
@@ -95,7 +95,7 @@ def interval_cell(run, key):
     return f"{interval[0]:.3g} [{interval[1]:.3g}, {interval[2]:.3g}]"
 
 
-def compare(base, cand, threshold):
+def compare_runs(base, cand, threshold):
     """Print the comparison; return the regressions as (key, change) pairs."""
     for label, run in (("baseline: ", base), ("candidate:", cand)):
         note = " (interrupted run)" if run["interrupted"] else ""
@@ -112,7 +112,7 @@ def compare(base, cand, threshold):
         print(f"note: versions differ: {', '.join(versions)}")
 
     keys = sorted(base["rows"].keys() & cand["rows"].keys(),
-                  key=lambda k: (k[0] != "train", k[1], k[4], k[2], k[3] != BASELINE, k[3]))
+                  key=lambda k: (k[0] != "train", k[1], k[4], k[2], k[3] != EAGER, k[3]))
     only = len(base["rows"].keys() ^ cand["rows"].keys())
     print(f"\n{'mode':8} {'device':6} {'threads':>7} {'batch':>5} {'backend':20} {'base ms':>9} "
           f"{'cand ms':>9} {'base speedup [95%]':>24} {'cand speedup [95%]':>24} {'change':>7}")
@@ -121,8 +121,8 @@ def compare(base, cand, threshold):
         mode, device, batch, backend, threads = key
         b, c = base["rows"][key]["time"], cand["rows"][key]["time"]
         line = f"{mode:8} {device:6} {threads:>7} {batch:>5} {backend:20} {b * 1e3:>9.4g} {c * 1e3:>9.4g}"
-        eager_key = (mode, device, batch, BASELINE, threads)
-        if backend == BASELINE:
+        eager_key = (mode, device, batch, EAGER, threads)
+        if backend == EAGER:
             line += f" {'':>24} {'':>24} {c / b - 1:>+7.0%}  (absolute, not judged)"
         elif eager_key in base["rows"] and eager_key in cand["rows"]:
             change, verdict = judge(base, cand, key, threshold)
@@ -182,7 +182,7 @@ def main(argv=None):
     except RunError as error:
         print(f"compare: {error}", file=sys.stderr)
         return 2
-    regressions = compare(base, cand, args.threshold)
+    regressions = compare_runs(base, cand, args.threshold)
     disagreeing = agreement_failures(cand)
     if disagreeing:
         print(f"agreement FAIL in the candidate (its numbers disagree with float64; do not trust its "

@@ -1,6 +1,13 @@
 """How numbers and tables read in every report and command output: one formatter each."""
 
 import math
+import os
+
+from bench import REPO
+
+NOISY_MARK = "(noisy)"  # a cell timed while other processes used the machine (bench/measure/noise.py)
+AA_OFF_MARK = "(A/A off 1)"  # eager paired with itself, its interval excluding 1
+MODE_TITLES = {"train": "Training step", "forward": "Forward pass"}
 
 
 def ms(seconds):
@@ -32,3 +39,13 @@ def markdown_table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def threads_text(threads):
+    return f"{threads} thread" + "s" * (threads != 1) if threads else "? threads"
+
+
+def display_path(path):
+    """A path as the reports print it: relative to the repository, never a machine's absolute path."""
+    relative = os.path.relpath(os.path.abspath(path), REPO)
+    return os.path.basename(path) if relative.startswith("..") else relative

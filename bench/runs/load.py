@@ -1,0 +1,203 @@
+"""Saved benchmark runs, read: the loader every report and command shares.
+
+Each saved run is a pytest-benchmark JSON file (results/benchmarks/<machine>/NNNN_*.json). A run
+reads as a dict whose "rows" are keyed (mode, device, batch size, backend, threads); speedups are
+against eager from the same run.
+"""
+
+import glob
+import json
+import math
+import os
+import sys
+from datetime import datetime
+
+from bench import backends as configs
+from bench.backends import EAGER
+from bench.measure import noise
+from bench.session import MODES
+
+KNOWN_MODES = set(MODES) | {"sgemm"}
+DEFAULT_STORAGE = os.path.join("results", "benchmarks")
+DEFAULT_OUT = "results"  # where the reports on the saved runs are written
+VERSION_KEYS = ["python", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy",
+                "pytest-benchmark", "c++", "cuda"]
+
+
+class RunError(Exception):
+    """A problem the user must fix, reported as one line without a traceback."""
+
+
+def read_run(path):
+    """One saved run as a dict, or ValueError saying in a few words why the file is not one."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, UnicodeDecodeError) as error:
+        raise ValueError(f"unreadable ({error.__class__.__name__}: {error})") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"not valid JSON ({error.msg} at line {error.lineno})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
+        raise ValueError("not a pytest-benchmark run (no 'benchmarks' list)")
+
+    rows, sgemm, sgemm_processes = {}, {}, {}
+    machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info") if isinstance(bench, dict) else None
+        mode = info.get("mode") if isinstance(info, dict) else None
+        if not isinstance(mode, str) or mode not in KNOWN_MODES:
+            continue  # a benchmark this report does not know; a run with none of ours is foreign
+        try:
+            median = float(bench["stats"]["median"])
+            if not median > 0:
+                raise ValueError(f"non-positive median {median}")
+            row = {
+                "mode": info["mode"], "device": str(info["device"]), "flops": float(info["flops"]),
+                "median": median, "iqr": float(bench["stats"].get("iqr", math.nan)),
+                "rounds": bench["stats"].get("rounds"), "name": bench.get("name", "?"),
+                "threads": int(info.get("threads") or machine.get("torch_threads") or 0),
+            }
+            if info["mode"] == "sgemm":
+                stats = bench["stats"]  # GFLOP/s at the median, and at the quartiles of its rounds
+                gflops = [row["flops"] / float(stats.get(q, median)) / 1e9 for q in ("median", "q3", "q1")]
+                place = (row["device"], row["threads"])
+                if gflops[0] > sgemm.get(place, (0.0,))[0]:
+                    sgemm[place] = tuple(gflops)
+                    medians = info.get("process_medians")
+                    sgemm_processes[place] = [row["flops"] / m / 1e9 for m in medians] if medians else None
+                continue
+            row.update(
+                backend=configs.current_name(str(info["backend"])), batch=int(info["batch_size"]),
+                setup=info.get("setup_seconds"), first_call=info.get("first_call_seconds"),
+                first_call_cache=info.get("first_call_cache"),
+                agreement=info.get("agreement"), max_error=info.get("agreement_max_abs_error"),
+                worst_rmse_ratio=info.get("agreement_worst_rmse_ratio"),
+                worst_max_ratio=info.get("agreement_worst_max_ratio"),
+                paired=paired_of(info), noisy=noise.is_noisy(info),
+                others_cpu=info.get("noise_others_cpu"), steal=info.get("noise_steal"),
+                peak_bytes=info.get("memory_peak_bytes"), held_bytes=info.get("held_bytes"),
+                q1=float(bench["stats"].get("q1", median)), q3=float(bench["stats"].get("q3", median)),
+                options={k: v for k, v in info.items() if k.startswith("backend_")},
+                processes=info.get("processes", 1), process_speedups=info.get("process_speedups"),
+                pair_ratios=info.get("pair_ratios"), paired_time=info.get("paired_seconds_per_call"),
+            )
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
+            raise ValueError(f"benchmark {bench.get('name', '?')!r} is malformed ({error!r})") from None
+        rows[(row["mode"], row["device"], row["batch"], row["backend"], row["threads"])] = row
+    if not rows:
+        raise ValueError("not a lenet-bench run (no train/forward benchmarks with extra_info)")
+    for key, row in rows.items():
+        row["time"] = paired_time(rows, key)
+
+    try:
+        when = datetime.fromisoformat(data["datetime"])
+    except (KeyError, TypeError, ValueError):
+        when = datetime.fromtimestamp(os.path.getmtime(path)).astimezone()
+    commit = data.get("commit_info") if isinstance(data.get("commit_info"), dict) else {}
+    ours = data.get("lenet_bench") if isinstance(data.get("lenet_bench"), dict) else {}
+    return {"path": path, "name": os.path.basename(path), "datetime": when, "machine": machine,
+            "commit": commit, "rows": rows, "sgemm": sgemm,
+            "sgemm_processes": sgemm_processes, "benchmarks": data["benchmarks"],
+            "interrupted": bool(ours.get("interrupted")), "session_seconds": ours.get("session_seconds"),
+            "compile_cache_misses": ours.get("compile_cache_misses")}
+
+
+def paired_time(rows, key):
+    """Seconds per call of a row, from the same paired measurement as its speedup: eager's time in
+    its A/A pairing over the row's paired speedup (eager's own row: that time itself). A run saved
+    before worker processes has no such time: pytest-benchmark's median of the row's rounds."""
+    row, eager = rows[key], rows.get((*key[:3], EAGER, key[4]))
+    if eager is None or not isinstance(eager.get("paired_time"), (int, float)) or not row["paired"]:
+        return row["median"]
+    return eager["paired_time"] if key[3] == EAGER else eager["paired_time"] / row["paired"][0]
+
+
+def paired_of(info):
+    """(median, low, high) of the paired speedup against eager recorded with a benchmark, or None
+    for a run made before paired timing (or with --benchmark-disable)."""
+    values = [info.get(k) for k in ("speedup", "speedup_low", "speedup_high")]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in values):
+        return None
+    return tuple(float(v) for v in values)
+
+
+def load_runs(storage):
+    """Every good run under storage, oldest first; each bad file is named in one line on stderr."""
+    runs = []
+    for path in sorted(glob.glob(os.path.join(storage, "**", "*.json"), recursive=True)):
+        try:
+            runs.append(read_run(path))
+        except ValueError as reason:
+            print(f"warning: skipping {path}: {reason}", file=sys.stderr)
+    runs.sort(key=lambda run: (run["datetime"].timestamp(), run["name"]))
+    return runs
+
+
+def find_run(name, storage, runs=None):
+    """A run named by the path of its JSON file or by its NNNN prefix (e.g. 0003 or 3)."""
+    if os.path.isfile(name):
+        try:
+            return read_run(name)
+        except ValueError as reason:
+            raise RunError(f"{name}: {reason}") from None
+    runs = load_runs(storage) if runs is None else runs
+    prefix = f"{int(name):04d}_" if name.isdigit() else name
+    matches = [run for run in runs if run["name"].startswith(prefix)]
+    if not matches:
+        raise RunError(f"no saved run matches {name!r} in {storage} (give a JSON path or its NNNN prefix)")
+    if len(matches) > 1:
+        raise RunError(f"{name!r} matches {len(matches)} runs in {storage}: "
+                       + ", ".join(run["path"] for run in matches) + "; give a path")
+    return matches[0]
+
+
+def require_runs(storage, count=1):
+    """The complete runs in storage, oldest first; interrupted runs are left out (name one to use it)."""
+    everything = load_runs(storage)
+    runs = [run for run in everything if not run["interrupted"]]
+    if len(runs) < count:
+        found = f"only {len(runs)} complete run" if runs else "no complete benchmark runs"
+        skipped = len(everything) - len(runs)
+        found += f" ({skipped} interrupted, left out unless named)" if skipped else ""
+        raise RunError(f"{found} in {storage}; save one with `pytest bench --benchmark-only`")
+    return runs
+
+
+def speedup(run, key):
+    """Eager's time over this backend's, same mode, device and batch size, same run: the paired
+    median where the run has one, else the ratio of the two medians."""
+    interval = speedup_interval(run, key)
+    if interval:
+        return interval[0]
+    eager = run["rows"].get((*key[:3], EAGER, key[4]))
+    return eager["median"] / run["rows"][key]["median"] if eager else None
+
+
+def speedup_interval(run, key):
+    """(median, low, high) of the paired speedup against eager (bench/measure/timing.py), or None."""
+    return run["rows"][key].get("paired")
+
+
+def backends_of(run):
+    """Backend names in a stable order: eager first, then as they appear in the run."""
+    names = {}
+    for _, _, _, backend, _ in run["rows"]:
+        names.setdefault(backend, None)
+    return sorted(names, key=lambda name: name != EAGER)
+
+
+def groups_of(run):
+    """(mode, device, threads) present in the run, in report order."""
+    groups = {(mode, device, threads) for mode, device, _, _, threads in run["rows"]}
+    order = list(MODES)
+    return sorted(groups, key=lambda group: (order.index(group[0]) if group[0] in order else 99, *group[1:]))
+
+
+def cpu_model(machine):
+    cpu = machine.get("cpu") if isinstance(machine.get("cpu"), dict) else {}
+    return machine.get("cpu_model") or cpu.get("brand_raw") or machine.get("processor") or "unknown CPU"
+
+
+def failed(row):
+    """Whether the row's backend disagrees with the float64 reference (its speedup is not to be trusted)."""
+    return row["agreement"] is not None and str(row["agreement"]).lower() != "pass"
