@@ -164,16 +164,13 @@ def margin_summary(margins):
 
 # --------------------------------------------------------------------------------- command
 
-def _parse_list(text, kind, choices):
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values:
-        raise UsageError(f"--{kind}s: empty; choose from: {', '.join(choices)}")
-    for value in values:
-        try:
-            backends.check_choice(kind, value, choices)
-        except ValueError as error:
-            raise UsageError(f"--{kind}s: {error}") from None
-    return values
+def names_option(text, kind, choices):
+    """--backends, --devices: names from `choices` (an unavailable backend is run as skipped, so not
+    cli.backend_list, which refuses it); a bad list is one UsageError line naming the option."""
+    try:
+        return cli.parse_list(text, kind, choices)
+    except ValueError as error:
+        raise UsageError(f"--{kind}s: {error}") from None
 
 
 def parse_args(argv):
@@ -203,8 +200,8 @@ def parse_args(argv):
                         help="record the max abs parameter error after every step instead "
                              "(writes drift.json and drift.png)")
     args = parser.parse_args(argv)
-    args.backends = _parse_list(args.backends, "backend", list(backends.CONFIGS))
-    args.devices = _parse_list(args.devices, "device", backends.DEVICES)
+    args.backends = names_option(args.backends, "backend", list(backends.CONFIGS))
+    args.devices = names_option(args.devices, "device", backends.DEVICES)
     if args.steps is None:
         args.steps = DEFAULT_DRIFT_STEPS if args.drift else DEFAULT_STEPS
     return args
