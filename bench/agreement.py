@@ -1,6 +1,6 @@
-"""The command `python -m bench.agreement`; its code is bench/measure/agreement.py."""
+"""The command `python -m bench.agreement`; its code is bench/studies/agreement.py."""
 
-from bench.measure.agreement import main
+from bench.studies.agreement import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -16,7 +16,6 @@ temporary file in the same folder and renamed into place, so an interrupted or f
 export never leaves a partial file behind.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -24,25 +23,17 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # runnable as `python export/to_onnx.py`
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.cli import Parser, UsageError  # noqa: E402  (after the path is set)
+
 DEFAULT_OUT = REPO_ROOT / "export" / "out"
 INFERENCE_FILE, TRAIN_FILE = "net.onnx", "train_step.onnx"
 TOLERANCE = 1e-5
 
 
-class UsageError(Exception):
-    """A bad argument: reported as one line on stderr, exit status 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, no usage block
-        print(f"to_onnx: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def parse_args(argv=None):
     from export import train_graph
 
-    parser = _Parser(prog="to_onnx", description=__doc__.split("\n\n")[0])
+    parser = Parser(prog="to_onnx", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--out",
         type=Path,
@@ -200,8 +191,8 @@ def export(args):
 
 
 def main(argv=None):
-    args = parse_args(argv)
     try:
+        args = parse_args(argv)
         validate(args)
     except UsageError as error:
         print(f"to_onnx: error: {error}", file=sys.stderr)

@@ -19,7 +19,8 @@ tensor).
 The training step comes in two variants (TRAIN_GRAPHS), built by the same code:
 
 - "unpool": the max-pool backward by MaxUnpool and the convolution's input gradient by Col2Im,
-  as profiled fastest in ONNX Runtime on CPU; but ONNX Runtime's CUDA provider implements
+  as profiled fastest in ONNX Runtime on CPU (the benchmarks time both variants: onnxruntime and
+  onnxruntime-portable in results/REPORT.md); but ONNX Runtime's CUDA provider implements
   neither op, OpenVINO has no MaxUnpool, and onnx's reference runtime fails on MaxUnpool.
 - "portable": the max-pool backward as a mask (Equal against the pooled maximum, broadcast over
   each window; a CumSum keeps the first maximum) times the gradient, the input gradient by

@@ -1,4 +1,5 @@
-"""Agreement across backends with eager float64 (bench/measure/agreement.py), and that the check can fail."""
+"""Agreement across backends with eager float64 (bench/measure/agreement.py), that the check can fail, and
+the command around it (bench/studies/agreement.py)."""
 
 import json
 import math
@@ -12,6 +13,7 @@ import model
 from bench import backends
 from bench.backends import eager
 from bench.measure import agreement
+from bench.studies import agreement as agreement_command
 
 STEPS = agreement.DEFAULT_STEPS  # 20
 BATCH = agreement.DEFAULT_BATCH_SIZE  # the injected faults' batch size (their sizes are tuned to it)
@@ -212,7 +214,7 @@ def test_wrong_backend_is_caught(name, wrong_results):
 
 
 def old_criterion_passes(result):
-    """The criterion before issue 12 passed a row allclose at rtol=atol=1e-5 (max abs <= 1e-5 implies it),
+    """The criterion this one replaced passed a row allclose at rtol=atol=1e-5 (max abs <= 1e-5 implies it),
     else with RMSE <= k * eager's + 1e-6. True only where it surely passed every row."""
     return all(row.max_abs <= 1e-5 or row.rmse <= 1e-6 for row in result.rows if row.rmse is not None)
 
@@ -394,10 +396,10 @@ def test_row_passes_only_within_both_criteria():
     base = ref + torch.linspace(-1e-7, 1e-7, 1000, dtype=torch.float64)
     one_off = ref.clone()
     one_off[-1] += 1e-5  # RMSE 3.2e-7, under 6 float32 ulps (Y = M = 1.2e-7); one element 83 ulps off
-    row = agreement.compare("x", 1, one_off, ref, base)
+    row = agreement.judge_quantity("x", 1, one_off, ref, base)
     assert row.rmse_ratio < agreement.K and row.max_ratio > agreement.K_MAX
     assert not row.passed and row.note == "an element too far from float64"
-    assert agreement.compare("x", 1, base.clone(), ref, base).passed
+    assert agreement.judge_quantity("x", 1, base.clone(), ref, base).passed
 
 
 # (d) NaN or inf: reported as non-finite, never a pass -------------------------------------------
@@ -449,16 +451,16 @@ def test_nan_in_backend_only_is_reported():
 
 def test_nan_never_matches_nan():
     nan = torch.tensor([math.nan, 1.0], dtype=torch.float64)
-    row = agreement.compare("x", 1, nan.clone(), nan.clone(), nan.clone())
+    row = agreement.judge_quantity("x", 1, nan.clone(), nan.clone(), nan.clone())
     assert not row.passed and row.note.startswith("non-finite")
 
 
 # (e) the command ---------------------------------------------------------------------------------
 
 def test_command_writes_json_and_markdown(tmp_path, capsys):
-    code = agreement.main(["--backends", "eager", "--devices", "cpu,cuda", "--steps", "3",
-                           "--batch-size", str(BATCH), "--margin-batch-sizes", f"1,{BATCH}",
-                           "--margin-threads", "1", "--out", str(tmp_path)])
+    code = agreement_command.main(["--backends", "eager", "--devices", "cpu,cuda", "--steps", "3",
+                                   "--batch-size", str(BATCH), "--margin-batch-sizes", f"1,{BATCH}",
+                                   "--margin-threads", "1", "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
     assert "param conv1.weight" in out and "bit-identical" in out
@@ -482,9 +484,9 @@ def test_command_exits_nonzero_on_disagreement(tmp_path, monkeypatch, capsys):
     real = agreement.backend_factory  # "torchscript" made wrong; the eager reference and baseline not
     monkeypatch.setattr(agreement, "backend_factory",
                         lambda name: LearningRateOff if name == "torchscript" else real(name))
-    code = agreement.main(["--backends", "torchscript", "--devices", "cpu", "--steps", "5",
-                           "--batch-size", str(BATCH), "--margin-batch-sizes", str(BATCH),
-                           "--margin-threads", "1", "--out", str(tmp_path)])
+    code = agreement_command.main(["--backends", "torchscript", "--devices", "cpu", "--steps", "5",
+                                   "--batch-size", str(BATCH), "--margin-batch-sizes", str(BATCH),
+                                   "--margin-threads", "1", "--out", str(tmp_path)])
     assert "torchscript on cpu: FAIL" in capsys.readouterr().out
     assert code == 1
     assert json.loads((tmp_path / "agreement.json").read_text())["results"][0]["status"] == "FAIL"
@@ -496,7 +498,7 @@ def test_command_exits_nonzero_on_disagreement(tmp_path, monkeypatch, capsys):
     (["--steps", "0"], "--steps: expected a positive integer, got '0'"),
 ])
 def test_bad_arguments_give_one_line(args, message, capsys, tmp_path):
-    assert agreement.main([*args, "--out", str(tmp_path)]) == 2
+    assert agreement_command.main([*args, "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
     assert not list(tmp_path.iterdir())
@@ -510,11 +512,11 @@ def test_bad_argument_from_the_shell_has_no_traceback(tmp_path):
     assert "unknown backend 'nope'; choose from:" in proc.stderr
 
 
-# issue 8: the long run, short here ----------------------------------------------------------------
+# the long run (--drift), short here --------------------------------------------------------------
 
 def test_drift_records_every_step(tmp_path, capsys):
-    code = agreement.main(["--drift", "--steps", "30", "--backends", "eager,torchscript", "--devices", "cpu",
-                           "--batch-size", str(BATCH), "--out", str(tmp_path)])
+    code = agreement_command.main(["--drift", "--steps", "30", "--backends", "eager,torchscript",
+                                   "--devices", "cpu", "--batch-size", str(BATCH), "--out", str(tmp_path)])
     assert code == 0
     [run] = json.loads((tmp_path / "drift.json").read_text())["runs"]
     assert set(run["errors"]) == {"eager", "torchscript"}

@@ -1,4 +1,4 @@
-"""The seed tutorial's facts about the Net, its loss and its update, as tests."""
+"""The facts the PyTorch tutorial states about its Net, loss and update (model/), as tests."""
 
 import pytest
 import torch

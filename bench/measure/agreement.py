@@ -2,12 +2,12 @@
 
 Every backend trains from the same initial parameters (`model.make_net(seed)`) on the same
 batches (a fresh seeded `model.make_batch` per step), in lockstep with eager float64 (the
-reference) and eager float32 (the baseline that sets how much error float32 is allowed).
+reference) and eager float32 (the yardsticks that set how much error float32 is allowed).
 After step 1 and after step N it compares: the loss, the output of a forward pass on a fixed
 batch, every gradient where the backend exposes it, and every parameter.
 
 A quantity passes two tests against two eager float32 yardstick runs (the Net in order, and the Net
-with its hidden units and its batch in reverse order; see YARDSTICKS):
+with its hidden units and its batch in reverse order; see EAGER_FLOAT32_REORDERED):
 - RMSE: RMSE(backend, fp64) / Y is at most K, where Y is the larger of the yardsticks' RMSEs, but
   never less than one float32 ulp of the quantity's RMS size;
 - largest element: max|backend - fp64| / M is at most K_MAX, where M is the larger of the
@@ -21,34 +21,25 @@ A NaN or inf anywhere in a backend's (or the reference's) value is reported as n
 never passes. Also: two eager float32 runs of the same steps must be bit-identical.
 
 API for the benchmarks:  check(names, device) -> [Result];  status(result) -> "pass" | "FAIL..."
-Command:  python -m bench.agreement [--steps N] [--batch-size B] [--backends a,b]
-                                    [--devices cpu,cuda] [--out results] [--drift]
+The long run:  drift(names, device, steps) -> the max abs parameter error after every step.
+The command `python -m bench.agreement`, its tables and the drift plot: bench/studies/agreement.py.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import torch
 
 import model
-from bench import backends, cli
-from bench.cli import Parser, UsageError, positive, positive_list
-from bench.files import write_atomic, write_text_atomic
+from bench import backends
 
 DEFAULT_STEPS = 20
 DEFAULT_DRIFT_STEPS = 1000
 # One small batch size for every run: a torch.compile runner compiles once per new shape.
 DEFAULT_BATCH_SIZE = 8
-# The margins table of the command: every backend at the benchmarks' batch sizes, and 8, on 1 and 2 threads.
-MARGIN_BATCH_SIZES = [1, 8, 64, 256]
-MARGIN_THREADS = [1, 2]
 
 # The criterion: RMSE(backend, fp64) <= K * Y and max|backend - fp64| <= K_MAX * M. There is no allclose
 # shortcut: over 20 steps at lr 0.01 a real change to the update rule (weight decay 1e-4, a gradient scaled
@@ -71,23 +62,33 @@ K_MAX = 6.0
 EPS32 = torch.finfo(torch.float32).eps
 
 
-def yardstick(ref, base_rmse):
+def yardstick(ref, yardsticks_rmse):
     """Y: the yardsticks' RMSE, at least one float32 ulp of the reference's RMS size."""
-    return max(base_rmse, EPS32 * torch.sqrt(torch.mean(torch.square(ref))).item())
+    return max(yardsticks_rmse, EPS32 * torch.sqrt(torch.mean(torch.square(ref))).item())
 
 
-def yardstick_max(ref, base_max):
+def yardstick_max(ref, yardsticks_max):
     """M: the yardsticks' largest element error, at least one float32 ulp of the reference's largest
     element (the same floor as Y's, for the same reason)."""
-    return max(base_max, EPS32 * ref.abs().max().item())
+    return max(yardsticks_max, EPS32 * ref.abs().max().item())
+
+
+def criterion_text():
+    """The criterion in one sentence, for the command's outputs."""
+    return (f"pass when RMSE(backend, fp64) <= {K:g} x Y and max|backend - fp64| <= {K_MAX:g} x M, "
+            "where Y and M are the larger RMSE and the larger largest element error of two eager fp32 runs "
+            "(the Net in order; its hidden units and batch reversed) against fp64, at least one float32 ulp "
+            f"({EPS32:.3g}) x the fp64 value's RMS and largest element; gradients a backend does not expose "
+            "are judged by the gradient its update implies, (p_before - p_after) / lr, against the "
+            "yardsticks' implied gradients; no allclose shortcut; NaN/inf never passes")
 
 
 # Step i (1-based) trains on make_batch(B, seed=seed * SEED_STRIDE + i); the forward pass that
 # is compared runs on make_batch(B, seed=seed * SEED_STRIDE), a batch no step trains on.
 SEED_STRIDE = 1_000_003
 
-REFERENCE = "eager float64"
-BASELINE = "eager float32"
+REFERENCE = "eager float64"  # what every backend is compared with
+EAGER_FLOAT32 = "eager float32"  # the first yardstick: the Net as written
 # Rounding error compounds over many steps: on a fixed batch, after 1,000 steps eager float32
 # itself is ~1e-3 from float64 in the output, and the same sums rounded in another order land
 # up to ~10x further or nearer, at random. One eager run is one draw from that spread, so a
@@ -99,8 +100,9 @@ BASELINE = "eager float32"
 # in another order, as a compiler that reorders a reduction would. Reversing the batch alone left
 # batch 1 with one yardstick (the same computation twice); the hidden units exist at every batch size.
 # Over 20 steps both yardsticks are ~1e-7 and nothing changes.
-BASELINE_REORDERED = "eager float32, hidden units and batch reversed"
-YARDSTICKS = (REFERENCE, BASELINE, BASELINE_REORDERED)
+EAGER_FLOAT32_REORDERED = "eager float32, hidden units and batch reversed"
+# The eager runs every backend is judged against: they are not checked, and must not fail.
+EAGER_RUNS = (REFERENCE, EAGER_FLOAT32, EAGER_FLOAT32_REORDERED)
 
 
 def reverse_hidden_units(tensors):
@@ -120,7 +122,7 @@ def reverse_hidden_units(tensors):
 
 class ReorderedEager:
     """Eager float32 on the Net with its hidden units reversed, trained on each batch with its
-    samples reversed: mathematically the same step, summed in other orders (see BASELINE_REORDERED).
+    samples reversed: mathematically the same step, summed in other orders (see EAGER_FLOAT32_REORDERED).
     parameters() and gradients() are given back in the Net's own order."""
 
     def __init__(self, state_dict, device, dtype):
@@ -230,8 +232,8 @@ def _rmse(a, b):
     return torch.sqrt(torch.mean(torch.square(a - b))).item()
 
 
-def compare(quantity, step, res, ref, bases):
-    """One Row: backend value `res` against float64 `ref`; the float32 yardsticks `bases` (one
+def judge_quantity(quantity, step, res, ref, yardsticks):
+    """One Row: backend value `res` against float64 `ref`; the float32 `yardsticks` (one
     tensor or several) set Y and M (see yardstick, yardstick_max); the row passes when
     RMSE <= K * Y and its largest element error <= K_MAX * M."""
     if res is None:
@@ -242,11 +244,12 @@ def compare(quantity, step, res, ref, bases):
     max_abs = diff.max().item()  # max propagates NaN
     rel = torch.where(diff == 0, torch.zeros_like(diff), diff / ref.abs())
     max_rel = rel.max().item()
-    bases = bases if isinstance(bases, (list, tuple)) else [bases]
-    res_err, base_err = _rmse(res, ref), yardstick(ref, max(_rmse(base, ref) for base in bases))
-    base_max = yardstick_max(ref, max((base - ref).abs().max().item() for base in bases))
-    row = Row(quantity, step, max_abs, max_rel, _ratio(res_err, base_err), False, "", rmse=res_err,
-              yardstick_rmse=base_err, max_ratio=_ratio(max_abs, base_max), yardstick_max=base_max)
+    yardsticks = yardsticks if isinstance(yardsticks, (list, tuple)) else [yardsticks]
+    rmse = _rmse(res, ref)
+    y = yardstick(ref, max(_rmse(run, ref) for run in yardsticks))
+    m = yardstick_max(ref, max((run - ref).abs().max().item() for run in yardsticks))
+    row = Row(quantity, step, max_abs, max_rel, _ratio(rmse, y), False, "", rmse=rmse,
+              yardstick_rmse=y, max_ratio=_ratio(max_abs, m), yardstick_max=m)
     bad_res, bad_ref = not torch.isfinite(res).all(), not torch.isfinite(ref).all()
     if bad_res or bad_ref:  # checked first: NaN must never pass, not even as NaN == NaN
         where = " and ".join(w for w, bad in [("backend", bad_res), ("float64 reference", bad_ref)] if bad)
@@ -279,7 +282,7 @@ def _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe
         try:
             runners[name] = factory({k: v.to(dtype) for k, v in state.items()}, device, dtype)
         except Exception as error:
-            if name in YARDSTICKS:  # the yardsticks must not fail
+            if name in EAGER_RUNS:
                 raise
             errors[name] = f"{type(error).__name__}: {error}"
     for step in range(1, steps + 1):
@@ -292,7 +295,7 @@ def _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe
                     before[name] = {k: _copy(v) for k, v in runner.parameters().items()}
                 losses[name] = runner.train_step(x.to(device, dtype), target.to(device, dtype))
             except Exception as error:
-                if name in YARDSTICKS:  # the yardsticks must not fail
+                if name in EAGER_RUNS:
                     raise
                 errors[name] = f"step {step}: {type(error).__name__}: {error}"
                 del runners[name]
@@ -306,7 +309,7 @@ def _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe
                     observed[name] = _observe(runner, losses[name], x_fixed.to(device, dtype), names,
                                               before=before[name])
                 except Exception as error:
-                    if name in YARDSTICKS:  # the yardsticks must not fail
+                    if name in EAGER_RUNS:
                         raise
                     errors[name] = f"step {step}: {type(error).__name__}: {error}"
                     del runners[name]
@@ -317,8 +320,8 @@ def _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe
 def _reference_factories():
     return {
         REFERENCE: (backend_factory("eager"), torch.float64),
-        BASELINE: (backend_factory("eager"), torch.float32),
-        BASELINE_REORDERED: (ReorderedEager, torch.float32),
+        EAGER_FLOAT32: (backend_factory("eager"), torch.float32),
+        EAGER_FLOAT32_REORDERED: (ReorderedEager, torch.float32),
     }
 
 
@@ -359,7 +362,7 @@ def check(backend_names=None, device="cpu", steps=DEFAULT_STEPS, batch_size=DEFA
         if name in factories:
             raise ValueError(f"extra runner {name!r} clashes with a backend name")
         factories[name] = (factory, torch.float32)
-    checked = [n for n in factories if n not in YARDSTICKS]
+    checked = [n for n in factories if n not in EAGER_RUNS]
     if checked and device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("CUDA is not available")
     if not checked:
@@ -368,7 +371,7 @@ def check(backend_names=None, device="cpu", steps=DEFAULT_STEPS, batch_size=DEFA
         results[name] = Result(name, device, True)
 
     def on_observe(step, observed):
-        ref, bases = observed[REFERENCE], (observed[BASELINE], observed[BASELINE_REORDERED])
+        ref, yardsticks = observed[REFERENCE], (observed[EAGER_FLOAT32], observed[EAGER_FLOAT32_REORDERED])
         for name in checked:
             if name not in observed:
                 continue
@@ -378,7 +381,8 @@ def check(backend_names=None, device="cpu", steps=DEFAULT_STEPS, batch_size=DEFA
                 if quantity.startswith("implied grad ") or quantity == "gradients":
                     continue
                 mine = f"implied {quantity}" if hidden and quantity.startswith("grad ") else quantity
-                results[name].rows.append(compare(mine, step, obs.get(mine), value, [b[mine] for b in bases]))
+                results[name].rows.append(
+                    judge_quantity(mine, step, obs.get(mine), value, [run[mine] for run in yardsticks]))
 
     errors = _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe, {1, steps})
     for name in checked:
@@ -431,7 +435,7 @@ def repeat_identical(device="cpu", steps=DEFAULT_STEPS, batch_size=DEFAULT_BATCH
     return True, f"every quantity bit-identical after each of {steps} steps"
 
 
-# ---------------------------------------------------------------------------- drift (issue 8)
+# ------------------------------------------------------------- drift: the long run on one batch
 
 def fixed_batch(batch_size, seed):
     """The same batch at every step: the long run trains on one fixed batch."""
@@ -474,329 +478,3 @@ def drift(backend_names=None, device="cpu", steps=DEFAULT_DRIFT_STEPS, batch_siz
     return {"device": device, "steps": steps, "batch_size": batch_size, "seed": seed,
             "errors": errors, "skipped": skipped, "failed": failed}
 
-
-def plot_drift(runs, path):
-    """One line per backend (per device), log y axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    styles = ["-", "--", ":", "-."]  # backends that agree bit for bit draw over each other
-    lines = [(run["device"], name, errs) for run in runs for name, errs in run["errors"].items() if errs]
-    for i, (device, name, errs) in enumerate(lines):
-        xs = range(1, len(errs) + 1)
-        ys = [e if (e > 0 and math.isfinite(e)) else math.nan for e in errs]  # log axis: no 0/NaN
-        ax.plot(xs, ys, styles[i % len(styles)], label=f"{name} ({device})", linewidth=1.2)
-    ax.set_yscale("log")
-    ax.set_xlabel("training step")
-    ax.set_ylabel("max |parameter - float64 eager|")
-    first = runs[0] if runs else {"batch_size": "?", "seed": "?"}
-    ax.set_title(f"Parameter drift from float64 eager (batch {first['batch_size']}, seed {first['seed']})")
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend()
-    fig.tight_layout()
-    write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
-
-
-# ------------------------------------------------------------------------------- reporting
-
-def _jsonable(value):
-    """JSON has no NaN/inf: write them as the strings "nan", "inf", "-inf"."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
-
-
-def _fmt(value):
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        return f"{value:.2e}" if value != 0 else "0"
-    return str(value)
-
-
-HEADER = ["backend", "device", "quantity", "step", "max abs err", "max rel err", "RMSE ratio",
-          "max err ratio", "pass"]
-
-
-def table_rows(results):
-    lines = []
-    for r in results:
-        if r.skipped:
-            lines.append([r.backend, r.device, f"skipped: {r.skipped}", "", "", "", "", "", "-"])
-            continue
-        for row in r.rows:
-            verdict = "pass" if row.passed else "FAIL"
-            if row.note.startswith(("non-finite", "missing", "shape", "an element")):
-                verdict += f" ({row.note})"
-            lines.append([r.backend, r.device, row.quantity, str(row.step), _fmt(row.max_abs),
-                          _fmt(row.max_rel), _fmt(row.rmse_ratio), _fmt(row.max_ratio), verdict])
-        if r.error:
-            lines.append([r.backend, r.device, f"error: {r.error}", "", "", "", "", "", "FAIL"])
-    return lines
-
-
-def format_text(lines, header=HEADER):
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
-
-
-def format_markdown(lines, header=HEADER):
-    esc = lambda c: str(c).replace("|", "\\|")  # noqa: E731
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(map(esc, cells)) + " |" for cells in lines]
-    return "\n".join(out)
-
-
-def criterion_text():
-    return (f"pass when RMSE(backend, fp64) <= {K:g} x Y and max|backend - fp64| <= {K_MAX:g} x M, "
-            "where Y and M are the larger RMSE and the larger largest element error of two eager fp32 runs "
-            "(the Net in order; its hidden units and batch reversed) against fp64, at least one float32 ulp "
-            f"({EPS32:.3g}) x the fp64 value's RMS and largest element; gradients a backend does not expose "
-            "are judged by the gradient its update implies, (p_before - p_after) / lr, against the "
-            "yardsticks' implied gradients; no allclose shortcut; NaN/inf never passes")
-
-
-def summary_lines(results, repeats):
-    lines = []
-    for r in results:
-        if r.skipped:
-            lines.append(f"{r.backend} on {r.device}: skipped ({r.skipped})")
-        else:
-            ratio = "-" if r.worst_rmse_ratio is None else f"{r.worst_rmse_ratio:.3g}"
-            max_ratio = "-" if r.worst_max_ratio is None else f"{r.worst_max_ratio:.3g}"
-            lines.append(f"{r.backend} on {r.device}: {status(r)}, worst RMSE {ratio}x and worst largest "
-                         f"element error {max_ratio}x eager float32's, "
-                         f"largest abs error {_fmt(r.max_abs_error)}"
-                         + (f" ({r.error})" if r.error else ""))
-    for device, (same, detail) in repeats.items():
-        verdict = "bit-identical" if same else "NOT bit-identical"
-        lines.append(f"eager float32 run twice on {device}: {verdict} ({detail})")
-    return lines
-
-
-def _worst_row(result, ratio):
-    """The row with the largest `ratio` ("rmse_ratio" or "max_ratio"), as "quantity at step N"."""
-    rows = [row for row in result.rows if getattr(row, ratio) is not None]
-    if not rows:
-        return "-"
-    row = max(rows, key=lambda r: math.inf if math.isnan(getattr(r, ratio)) else getattr(r, ratio))
-    return f"{row.quantity} at step {row.step}"
-
-
-def margin(result, batch_size, threads):
-    """One backend's worst ratio under each criterion in one run, and where it was."""
-    return {"backend": result.backend, "device": result.device, "batch_size": batch_size, "threads": threads,
-            "status": status(result), "worst_rmse_ratio": result.worst_rmse_ratio,
-            "worst_rmse_row": _worst_row(result, "rmse_ratio"), "worst_max_ratio": result.worst_max_ratio,
-            "worst_max_row": _worst_row(result, "max_ratio")}
-
-
-MARGIN_HEADER = ["backend", "device", "batch", "threads", "worst RMSE ratio", "where", "worst max err ratio",
-                 "where", "verdict"]
-
-
-def margin_lines(margins):
-    return [[m["backend"], m["device"], str(m["batch_size"]), str(m["threads"]),
-             _fmt(m["worst_rmse_ratio"]), m["worst_rmse_row"], _fmt(m["worst_max_ratio"]), m["worst_max_row"],
-             m["status"]] for m in margins if m["status"] != "skipped"]
-
-
-def margin_summary(margins):
-    """The real backends' worst ratio under each criterion over every run, against K and K_MAX."""
-    ran = [m for m in margins if m["status"] != "skipped"]
-    lines = []
-    criteria = [("worst_rmse_ratio", "worst_rmse_row", K, "RMSE ratio"),
-                ("worst_max_ratio", "worst_max_row", K_MAX, "largest element error ratio")]
-    for key, row_key, limit, what in criteria:
-        found = [m for m in ran if m[key] is not None]
-        if not found:
-            continue
-        m = max(found, key=lambda m: math.inf if math.isnan(m[key]) else m[key])
-        lines.append(f"worst {what} over every backend and run: {_fmt(m[key])} ({m['backend']}, batch "
-                     f"{m['batch_size']}, {m['threads']} thread(s), {m[row_key]}); the limit is {limit:g}")
-    return lines
-
-
-# --------------------------------------------------------------------------------- command
-
-def _parse_list(text, kind, choices):
-    values = [v.strip() for v in text.split(",") if v.strip()]
-    if not values:
-        raise UsageError(f"--{kind}s: empty; choose from: {', '.join(choices)}")
-    for value in values:
-        try:
-            backends.check_choice(kind, value, choices)
-        except ValueError as error:
-            raise UsageError(f"--{kind}s: {error}") from None
-    return values
-
-
-def parse_args(argv):
-    parser = Parser(prog="python -m bench.agreement", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=positive, default=None,
-                        help=f"training steps (default {DEFAULT_STEPS}; {DEFAULT_DRIFT_STEPS} with --drift)")
-    parser.add_argument("--batch-size", type=positive, default=DEFAULT_BATCH_SIZE,
-                        help="batch size (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the parameters and batches (default 0)")
-    parser.add_argument("--backends", default=",".join(backends.DEFAULT_CONFIGS),
-                        help=f"comma-separated; choices: {', '.join(backends.CONFIGS)}")
-    parser.add_argument("--devices", default=",".join(backends.DEVICES),
-                        help=f"comma-separated; choices: {', '.join(backends.DEVICES)}")
-    parser.add_argument("--out", type=cli.output_folder, default="results",
-                        help="folder for the JSON, Markdown (and PNG) files")
-    parser.add_argument("--threads", type=positive, default=None,
-                        help="torch intra-op threads (default: torch's own choice, but 1 with --drift: "
-                             "on a busy 2-core machine, spinning OpenMP threads made 1,000 steps take "
-                             "minutes)")
-    parser.add_argument("--margin-batch-sizes", type=positive_list, default=MARGIN_BATCH_SIZES,
-                        help="batch sizes of the margins table: every backend's worst ratio under each "
-                             f"criterion (default: {','.join(map(str, MARGIN_BATCH_SIZES))})")
-    parser.add_argument("--margin-threads", type=positive_list, default=MARGIN_THREADS,
-                        help="thread counts of the margins table (default: "
-                             f"{','.join(map(str, MARGIN_THREADS))}); --threads sets the detailed table's")
-    parser.add_argument("--drift", action="store_true",
-                        help="record the max abs parameter error after every step instead "
-                             "(writes drift.json and drift.png)")
-    args = parser.parse_args(argv)
-    args.backends = _parse_list(args.backends, "backend", list(backends.CONFIGS))
-    args.devices = _parse_list(args.devices, "device", backends.DEVICES)
-    if args.steps is None:
-        args.steps = DEFAULT_DRIFT_STEPS if args.drift else DEFAULT_STEPS
-    return args
-
-
-def run_check(args):
-    threads = torch.get_num_threads()
-    settings = {"steps": args.steps, "batch_size": args.batch_size, "seed": args.seed, "k": K, "k_max": K_MAX,
-                "criterion": criterion_text(), "torch": torch.__version__, "torch_threads": threads,
-                "margin_batch_sizes": args.margin_batch_sizes, "margin_threads": args.margin_threads}
-    results, repeats, skipped_devices, margins = [], {}, {}, []
-    for device in args.devices:
-        reason = backends.device_unavailable(device)
-        if reason:
-            skipped_devices[device] = reason
-            print(f"{device}: skipped ({reason})")
-            continue
-        detail = check(args.backends, device, args.steps, args.batch_size, args.seed)
-        results += detail
-        repeats[device] = repeat_identical(device, args.steps, args.batch_size, args.seed)
-        for margin_threads in args.margin_threads:
-            for batch_size in args.margin_batch_sizes:
-                if (batch_size, margin_threads) == (args.batch_size, threads):
-                    runs = detail
-                else:
-                    print(f"{device}: margins at batch {batch_size}, {margin_threads} thread(s)", flush=True)
-                    torch.set_num_threads(margin_threads)
-                    try:
-                        runs = check(args.backends, device, args.steps, batch_size, args.seed)
-                    finally:
-                        torch.set_num_threads(threads)
-                margins += [margin(r, batch_size, margin_threads) for r in runs]
-    lines = table_rows(results)
-    summary = summary_lines(results, repeats)
-    title = (f"Agreement with eager float64 after step 1 and step {args.steps} "
-             f"(batch {args.batch_size}, seed {args.seed})")
-    print(title)
-    print(format_text(lines))
-    print()
-    print("\n".join(summary))
-    print(f"criterion: {criterion_text()}")
-    margins_title = (f"Margins: each backend's worst ratio under each criterion over step 1 and step "
-                     f"{args.steps}, at every batch size and thread count (seed {args.seed})")
-    print(f"\n{margins_title}")
-    print(format_text(margin_lines(margins), MARGIN_HEADER))
-    print("\n".join(margin_summary(margins)))
-    data = {
-        "settings": settings,
-        "margins": margins,
-        "skipped_devices": skipped_devices,
-        "eager_repeat": {d: {"bit_identical": s, "detail": t} for d, (s, t) in repeats.items()},
-        "results": [dict(asdict(r), status=status(r)) for r in results],
-    }
-    write_text_atomic(os.path.join(args.out, "agreement.json"),
-                json.dumps(_jsonable(data), indent=2, allow_nan=False) + "\n")
-    md = [f"# {title}", "", f"Criterion: {criterion_text()}.", "", format_markdown(lines), "",
-          *[f"- {s}" for s in summary], *[f"- {d}: skipped ({r})" for d, r in skipped_devices.items()], "",
-          f"## {margins_title}", "", format_markdown(margin_lines(margins), MARGIN_HEADER), "",
-          *[f"- {s}" for s in margin_summary(margins)], ""]
-    write_text_atomic(os.path.join(args.out, "agreement.md"), "\n".join(md))
-    print(f"wrote {os.path.join(args.out, 'agreement.json')} and {os.path.join(args.out, 'agreement.md')}")
-    ok = (all(r.passed for r in results if not r.skipped) and all(s for s, _ in repeats.values())
-          and all(m["status"] in ("pass", "skipped") for m in margins))
-    return 0 if ok else 1
-
-
-def run_drift(args):
-    runs = []
-    for device in args.devices:
-        reason = backends.device_unavailable(device)
-        if reason:
-            print(f"{device}: skipped ({reason})")
-            continue
-        start = time.perf_counter()
-        run = drift(args.backends, device, args.steps, args.batch_size, args.seed)
-        # and the agreement criterion itself after the last of those steps, on the same batch
-        verdicts = check(args.backends, device, args.steps, args.batch_size, args.seed,
-                         make_batch=fixed_batch(args.batch_size, args.seed))
-        run["criterion"] = {result.backend: status(result) for result in verdicts}
-        run["margins"] = {result.backend: margin(result, args.batch_size, torch.get_num_threads())
-                          for result in verdicts}
-        run["seconds"] = round(time.perf_counter() - start, 2)
-        runs.append(run)
-    lines = []
-    for run in runs:
-        for name, reason in run["skipped"].items():
-            lines.append([name, run["device"], f"skipped: {reason}", "", "", "", "", "", ""])
-        for name, errs in run["errors"].items():
-            verdict = run["criterion"].get(name, "-")
-            if errs:
-                worst = math.nan if any(math.isnan(e) for e in errs) else max(errs)
-                at_20 = errs[min(len(errs), DEFAULT_STEPS) - 1]
-                m = run["margins"].get(name, {})
-                lines.append([name, run["device"], _fmt(errs[0]), _fmt(at_20), _fmt(errs[-1]), _fmt(worst),
-                              _fmt(m.get("worst_rmse_ratio")), _fmt(m.get("worst_max_ratio")), verdict])
-            if name in run["failed"]:
-                lines.append([name, run["device"], f"error: {run['failed'][name]}", *[""] * 5, verdict])
-    header = ["backend", "device", "step 1", f"step {min(args.steps, DEFAULT_STEPS)}",
-              f"step {args.steps}", "max over run", "worst RMSE ratio", "worst max err ratio",
-              f"criterion after step {args.steps}"]
-    print(f"Max abs parameter error vs eager float64 over {args.steps} steps (batch {args.batch_size})")
-    print(format_text(lines, header))
-    data = {"quantity": "max abs parameter error vs eager float64 after each step",
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "runs": runs}
-    write_text_atomic(os.path.join(args.out, "drift.json"),
-                      json.dumps(_jsonable(data), allow_nan=False) + "\n")
-    plot_drift(runs, os.path.join(args.out, "drift.png"))
-    print(f"wrote {os.path.join(args.out, 'drift.json')} and {os.path.join(args.out, 'drift.png')}")
-    bad = any(run["failed"] for run in runs) or any(
-        not math.isfinite(e) for run in runs for errs in run["errors"].values() for e in errs[-1:]) or any(
-        verdict not in ("pass", "skipped") for run in runs for verdict in run["criterion"].values())
-    return 1 if bad else 0
-
-
-def main(argv=None):
-    try:
-        args = parse_args(argv)
-    except UsageError as error:
-        print(f"python -m bench.agreement: error: {error}", file=sys.stderr)
-        return 2
-    threads = args.threads or (1 if args.drift else None)
-    if threads:
-        torch.set_num_threads(threads)
-    return run_drift(args) if args.drift else run_check(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())
