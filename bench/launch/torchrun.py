@@ -80,12 +80,17 @@ def failure_summary(err, prefix):
     if primary:
         return primary[0]
     # torchrun's summary: "rank : 1 (local_rank: 1)" then "exitcode : 3 (pid: ...)" per failed rank
-    failed, rank = [], None
+    # torchrun lists the ranks it stopped (SIGTERM, -15) under "Failures:" first and the one that
+    # failed first under "Root Cause (first observed failure):" last: that one leads.
+    failed, rank, root = [], None, False
     for line in lines:
-        if line.startswith("rank ") and ":" in line:
+        if line.startswith("Root Cause"):
+            root = True
+        elif line.startswith("rank ") and ":" in line:
             rank = line.split(":", 1)[1].split("(")[0].strip()
         elif line.startswith("exitcode ") and rank is not None:
-            failed.append((rank, line.split(":", 1)[1].split("(pid")[0].strip()))
+            code = line.split(":", 1)[1].split("(pid")[0].strip()
+            failed.insert(0 if root else len(failed), (rank, code))
             rank = None
     silent = [
         (rank, code) for rank, code in failed if not any(line.startswith(f"rank {rank}:") for line in ours)

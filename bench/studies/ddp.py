@@ -116,10 +116,10 @@ def parse(argv, under_torchrun=False):
     p.add_argument("--fault", choices=["perturb", "sum", "raise", "die"], help="inject a bug (for the tests)")
     p.add_argument("--result", help="internal: where rank 0 writes its results for the launcher")
     args = p.parse_args(argv)
-    args.backends = [n.strip() for n in args.backends.split(",") if n.strip()]
-    for name in args.backends or [""]:
-        if name not in CONFIGS:
-            raise UsageError(f"--backends: unknown {name!r}; choose from: {', '.join(CONFIGS)}")
+    try:
+        args.backends = cli.parse_list(args.backends, "backend", CONFIGS)
+    except ValueError as error:
+        raise UsageError(f"--backends: {error}") from None
     args.dist_backend = args.dist_backend or ("nccl" if args.device == "cuda" else "gloo")
     if args.device == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device cuda: {backends.device_unavailable('cuda')}")
@@ -148,19 +148,34 @@ def agreement_steps():
     return agreement.DEFAULT_STEPS
 
 
+def exit_rank(status):
+    """End a rank without finalizing the interpreter. DDP keeps the gloo process group, and so its
+    worker threads, alive after destroy_process_group (torch 2.13). A worker thread that lets go of
+    the last collective's tensors takes the GIL to do it; if that lands while the interpreter
+    finalizes, the thread is unwound inside a destructor: std::terminate, SIGABRT ("terminate called
+    without an active exception", exit -6), and torchrun stops the other ranks with SIGTERM (-15).
+    Everything a rank leaves behind is written by now; only the output buffers need flushing."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def main(argv=None):
     under_torchrun = "TORCHELASTIC_RUN_ID" in os.environ and "RANK" in os.environ
     try:
         args = parse(sys.argv[1:] if argv is None else argv, under_torchrun)
-        return rank_main(args) if under_torchrun else launcher(args)
+        status = rank_main(args) if under_torchrun else launcher(args)
     except UsageError as error:
         print(f"{PREFIX}{error}", file=sys.stderr)
-        return 2
+        status = 2
     except (Exception, RankFailed) as error:  # one line per rank, no traceback; torchrun stops the others
         rank = f"rank {os.environ['RANK']}: " if under_torchrun else ""
         name = "" if isinstance(error, RankFailed) else f"{type(error).__name__}: "
         print(f"{PREFIX}{rank}{name}{error}", file=sys.stderr, flush=True)
-        return 1
+        status = 1
+    if under_torchrun and argv is None:  # a rank's process ends here (see exit_rank)
+        exit_rank(status)
+    return status
 
 
 if __name__ == "__main__":
