@@ -15,14 +15,14 @@ and setup times, memory, noise and agreement, as JSON to --result.
 
 import argparse
 import itertools
-import json
 import sys
 
 import torch
 
 import model
-from bench import backends, cli, files, session
+from bench import backends, cli, session
 from bench.backends import EAGER
+from bench.launch import process
 from bench.measure import memory, noise, timing
 
 WARMUP_CALLS = 3
@@ -114,7 +114,7 @@ def main(argv=None):
         print(f"threads {args.threads} {args.device} batch {args.batch_size}: {text}", file=sys.stderr,
               flush=True)
 
-    try:
+    def work():
         data = {"threads": torch.get_num_threads(), "device": args.device}
         if args.sgemm:
             data["sgemm"] = measure_sgemm(args.sgemm, args.device, args.seconds)
@@ -123,12 +123,9 @@ def main(argv=None):
             modes = cli.parse_list(args.modes, "mode", session.MODES)
             cells = measure_cells(names, modes, args.device, args.batch_size, args.seconds, progress)
             data.update(batch_size=args.batch_size, cells=cells)
-        files.write_text_atomic(args.result, json.dumps(data, default=str))  # whole or absent
-    except Exception as error:  # one line for the launcher, no traceback
-        first_line = (str(error).splitlines() or [""])[0]
-        print(f"bench.launch.worker: error: {error.__class__.__name__}: {first_line}", file=sys.stderr)
-        return 1
-    return 0
+        return data
+
+    return process.child("bench.launch.worker", work, args.result)
 
 
 if __name__ == "__main__":
