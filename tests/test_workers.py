@@ -87,7 +87,8 @@ def test_a_worker_times_every_backend_and_returns_data():
 
 def test_the_a_a_pairs_eager_with_an_independent_runner_and_can_fail(monkeypatch):
     """Eager's row pairs it with a second eager runner: its own weights, its own place in the batch
-    pool. Made 1 ms slower per step, that second runner moves the A/A off 1, beyond its interval."""
+    pool. Made 5 ms slower per step (several times the step itself, so a loaded machine cannot hide
+    it), that second runner moves the A/A off 1, beyond its interval."""
     import model
     from bench import backends
     from bench.launch import worker
@@ -100,7 +101,7 @@ def test_the_a_a_pairs_eager_with_an_independent_runner_and_can_fail(monkeypatch
 
         def slow_step(x, target):
             runner.seen.append(x)
-            time.sleep(1e-3)
+            time.sleep(5e-3)
             return step(x, target)
         runner.train_step = slow_step
         made.append(runner)
