@@ -49,3 +49,12 @@ def display_path(path):
     """A path as the reports print it: relative to the repository, never a machine's absolute path."""
     relative = os.path.relpath(os.path.abspath(path), REPO)
     return os.path.basename(path) if relative.startswith("..") else relative
+
+
+def text_table(header, rows):
+    """A table for the terminal: columns padded to their widest cell, a dashed line under the header."""
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+             for line in [header, *rows]]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)

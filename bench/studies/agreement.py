@@ -37,7 +37,7 @@ from bench.measure.agreement import (
     repeat_identical,
     status,
 )
-from bench.reporting.format import markdown_table
+from bench.reporting.format import markdown_table, text_table
 
 # The margins table of the command: every backend at the benchmarks' batch sizes, and 8, on 1 and 2 threads.
 MARGIN_BATCH_SIZES = [1, 8, 64, 256]
@@ -88,12 +88,6 @@ def table_rows(results):
         if r.error:
             lines.append([r.backend, r.device, f"error: {r.error}", "", "", "", "", "", "FAIL"])
     return lines
-
-
-def format_text(lines, header=HEADER):
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *lines, strict=True)]
-    fmt = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()  # noqa: E731
-    return "\n".join([fmt(header), fmt(["-" * w for w in widths]), *map(fmt, lines)])
 
 
 def format_markdown(lines, header=HEADER):
@@ -239,14 +233,14 @@ def run_check(args):
     title = (f"Agreement with eager float64 after step 1 and step {args.steps} "
              f"(batch {args.batch_size}, seed {args.seed})")
     print(title)
-    print(format_text(lines))
+    print(text_table(HEADER, lines))
     print()
     print("\n".join(summary))
     print(f"criterion: {criterion_text()}")
     margins_title = (f"Margins: each backend's worst ratio under each criterion over step 1 and step "
                      f"{args.steps}, at every batch size and thread count (seed {args.seed})")
     print(f"\n{margins_title}")
-    print(format_text(margin_lines(margins), MARGIN_HEADER))
+    print(text_table(MARGIN_HEADER, margin_lines(margins)))
     print("\n".join(margin_summary(margins)))
     data = {
         "settings": settings,
@@ -303,7 +297,7 @@ def run_drift(args):
               f"step {args.steps}", "max over run", "worst RMSE ratio", "worst max err ratio",
               f"criterion after step {args.steps}"]
     print(f"Max abs parameter error vs eager float64 over {args.steps} steps (batch {args.batch_size})")
-    print(format_text(lines, header))
+    print(text_table(header, lines))
     data = {"quantity": "max abs parameter error vs eager float64 after each step",
             "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "runs": runs}
     write_text_atomic(os.path.join(args.out, "drift.json"),

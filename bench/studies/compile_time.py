@@ -32,7 +32,7 @@ from bench import backends, cli
 from bench.cli import Parser, UsageError, backend_list, positive
 from bench.files import write_atomic
 from bench.launch import process
-from bench.reporting.format import markdown_table, ms
+from bench.reporting.format import markdown_table, ms, text_table
 
 DEFAULT_BACKENDS = ["compile-net", "compile-step", "compile-step-im2col", "aotinductor", "onnxruntime"]
 DEFAULT_BATCH_SIZE = 64
@@ -109,14 +109,6 @@ def table_rows(rows):
                     secs(row.get("first_forward_s")), ms(row.get("next_train_step_s")),
                     ms(row.get("next_forward_s")), secs(row.get("process_s")), cache_text(row)])
     return out
-
-
-def text_table(header, rows):
-    widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(c).ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
-             for line in [header, *rows]]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
 
 
 def render_markdown(data):
