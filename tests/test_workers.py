@@ -62,13 +62,14 @@ def test_a_failed_group_fails_each_of_its_benchmarks_with_the_one_line(monkeypat
 
     def run(module, arguments, threads=None, timeout=None):
         calls.append(arguments)
-        raise process.WorkerFailed("worker `bench.worker` failed (exit status 1): bench.worker: error: boom")
+        raise process.WorkerFailed("worker `bench.launch.worker` failed (exit status 1): "
+                                   "bench.launch.worker: error: boom")
 
     monkeypatch.setattr(process, "run", run)
     measurements = Measurements({"backend": ["eager"], "mode": ["train"]}, processes=3, paired_seconds=1.5,
                                 progress=lambda text: None)
     for _ in range(2):  # the second benchmark of the group does not start the workers again
-        with pytest.raises(pytest.fail.Exception, match="bench.worker: error: boom"):
+        with pytest.raises(pytest.fail.Exception, match="bench.launch.worker: error: boom"):
             measurements.group(1, "cpu", 4)
     assert len(calls) == 1 and calls[0][calls[0].index("--seconds") + 1] == pytest.approx(0.5)
 
