@@ -5,7 +5,7 @@
 
 For each cell (backend:batch, training step on CPU) the paired speedup against eager is measured
 with blocks of one call each, 10 ms, 50 ms (the benchmarks' choice) and 200 ms, and then by a long
-sequential measurement: eager, backend, backend, eager, each for `--seconds` / 2 in one piece. If
+sequential measurement: eager, backend, backend, eager, each for `--seconds` / 4 in one piece. If
 50 ms blocks read the same ratio as the long sequential blocks, the pairing does not bias it;
 single calls show how much cache interference between neighbours moves a ratio. Writes
 results/block_length.md and .json.
@@ -66,7 +66,7 @@ def main(argv=None):
             name, _, batch = item.partition(":")
             cli.backend_list(name)
             cells.append((name, cli.positive(batch)))
-    except (UsageError, argparse.ArgumentTypeError) as error:
+    except (UsageError, argparse.ArgumentTypeError, ValueError) as error:
         print(f"python -m bench.block_study: error: {error}", file=sys.stderr)
         return 2
     if args.threads:
