@@ -112,7 +112,7 @@ def test_forward(benchmark, runner_cache, measurements, backend, batch_size, dev
 def test_sgemm(benchmark, measurements, device, threads, size):
     """The machine's reference throughput: one large float32 matrix multiply, in worker processes at
     each thread count like the cells; its rounds are every process's calls, so its spread is known."""
-    reason = backends.unavailable("eager", device)
+    reason = backends.device_unavailable(device)
     if reason:
         pytest.skip(reason)
     benchmark.group = f"sgemm {device} threads={threads}"

@@ -10,8 +10,9 @@ A backend module defines:
   KERNELS: "aten", "inductor" or "onnxruntime"   who supplies the step's kernels
   outside_kernels(device, **options) -> str      what the step does outside its kernels
 
-A configuration is a backend module plus the options that select one way of running it.
-Adding a backend is one module and one line in CONFIGS.
+A configuration is a backend module plus the options that select one way of running it: a new
+configuration is one line in CONFIGS; a new backend is one module, one line in CONFIGS and its
+family in FAMILIES.
 """
 
 import importlib
@@ -52,6 +53,8 @@ CONFIGS = {
     # The training graph without Col2Im and MaxUnpool (ConvTranspose, an Equal mask); on CUDA both run it.
     "onnxruntime-portable": ("onnxruntime", {"train_graph": "portable"}),
 }
+# The configuration every speedup is measured against.
+EAGER = "eager"
 # What runs each module's step, for reports that treat configurations by kind rather than by name;
 # "torch.compile": Dynamo, guards and recompiles at call time. A family's first configuration in
 # CONFIGS is its plain one, the others its variants.
@@ -77,11 +80,6 @@ def family(name):
 def plain(family_name):
     """The plain configuration of a family: its first in CONFIGS."""
     return next(name for name in CONFIGS if family(name) == family_name)
-
-
-def is_torch_compile(name):
-    """Whether configuration `name` runs through torch.compile (Dynamo) when called."""
-    return family(name) == "torch.compile"
 
 
 def check_choice(kind, value, choices):
@@ -120,10 +118,6 @@ def synchronize(device):
     """Wait for the device; CUDA kernels run asynchronously to the host."""
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize(device)
-
-
-# The configuration every speedup is measured against.
-EAGER = "eager"
 
 
 def _module(name):

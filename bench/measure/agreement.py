@@ -126,7 +126,7 @@ class ReorderedEager:
     parameters() and gradients() are given back in the Net's own order."""
 
     def __init__(self, state_dict, device, dtype):
-        self.runner = backends.create("eager", reverse_hidden_units(state_dict), device, dtype)
+        self.runner = backends.create(backends.EAGER, reverse_hidden_units(state_dict), device, dtype)
         self.forward = self.runner.forward
 
     def train_step(self, x, target):
@@ -319,8 +319,8 @@ def _lockstep(factories, device, steps, batch_size, seed, make_batch, on_observe
 
 def _reference_factories():
     return {
-        REFERENCE: (backend_factory("eager"), torch.float64),
-        EAGER_FLOAT32: (backend_factory("eager"), torch.float32),
+        REFERENCE: (backend_factory(backends.EAGER), torch.float64),
+        EAGER_FLOAT32: (backend_factory(backends.EAGER), torch.float32),
         EAGER_FLOAT32_REORDERED: (ReorderedEager, torch.float32),
     }
 
@@ -412,7 +412,7 @@ def repeat_identical(device="cpu", steps=DEFAULT_STEPS, batch_size=DEFAULT_BATCH
     """Run eager float32 (or `factory`) twice on the same steps and compare every quantity
     (loss, gradients, parameters, forward output) after every step, bit for bit.
     Returns (identical, detail)."""
-    factory = factory or backend_factory("eager")
+    factory = factory or backend_factory(backends.EAGER)
     state = model.make_net(seed).state_dict()
     names = list(state)
     make_batch = _default_batch(batch_size, seed)
@@ -448,7 +448,7 @@ def drift(backend_names=None, device="cpu", steps=DEFAULT_DRIFT_STEPS, batch_siz
     """Max abs parameter error vs eager float64 after every step of training on one fixed batch.
     Returns {"steps": n, "errors": {name: [per-step floats]}, "skipped": {...}, "failed": {...}}."""
     backend_names = _check_arguments(backend_names, device, steps)
-    factories = {REFERENCE: (backend_factory("eager"), torch.float64)}
+    factories = {REFERENCE: (backend_factory(backends.EAGER), torch.float64)}
     skipped = {}
     for name in backend_names:
         reason = backends.unavailable(name, device)

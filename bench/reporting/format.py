@@ -15,7 +15,7 @@ def ms(seconds):
 
 
 def secs(seconds):
-    return f"{seconds:.3g}" if isinstance(seconds, (int, float)) else "-"
+    return f"{seconds:.3g}" if isinstance(seconds, (int, float)) and math.isfinite(seconds) else "-"
 
 
 def num(value):
@@ -58,3 +58,24 @@ def text_table(header, rows):
              for line in [header, *rows]]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def us(seconds):
+    """Microseconds, with thousands separators; one decimal under 10 µs."""
+    return f"{seconds * 1e6:,.0f}" if seconds >= 1e-5 else f"{seconds * 1e6:.1f}"
+
+
+def pct(fraction):
+    return f"{100 * fraction:.1f}%" if fraction < 0.1 else f"{100 * fraction:.0f}%"
+
+
+def sci(value):
+    """An error or a ratio in three significant digits, scientific notation: 1.23e-07; 0, nan and inf
+    as they are, "-" for none."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.2e}" if value != 0 else "0"
+    return str(value)

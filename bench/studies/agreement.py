@@ -37,7 +37,7 @@ from bench.measure.agreement import (
     repeat_identical,
     status,
 )
-from bench.reporting.format import markdown_table, text_table
+from bench.reporting.format import markdown_table, sci, text_table
 
 # The margins table of the command: every backend at the benchmarks' batch sizes, and 8, on 1 and 2 threads.
 MARGIN_BATCH_SIZES = [1, 8, 64, 256]
@@ -55,18 +55,6 @@ def _jsonable(value):
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     return value
-
-
-def sci(value):
-    """An error or a ratio in three significant digits, scientific notation: 1.23e-07; 0, nan and inf
-    as they are, "-" for none."""
-    if value is None:
-        return "-"
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return str(value)
-        return f"{value:.2e}" if value != 0 else "0"
-    return str(value)
 
 
 HEADER = ["backend", "device", "quantity", "step", "max abs err", "max rel err", "RMSE ratio",

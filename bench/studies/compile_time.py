@@ -21,7 +21,6 @@ each for scale. Inductor's cache hit/miss counters are recorded from the same pr
 """
 
 import json
-import math
 import os
 import sys
 import tempfile
@@ -32,7 +31,7 @@ from bench import backends, cli
 from bench.cli import Parser, UsageError, backend_list, positive
 from bench.files import write_atomic
 from bench.launch import process
-from bench.reporting.format import markdown_table, ms, text_table
+from bench.reporting.format import markdown_table, ms, secs, text_table
 
 DEFAULT_BACKENDS = ["compile-net", "compile-step", "compile-step-im2col", "aotinductor", "onnxruntime"]
 DEFAULT_BATCH_SIZE = 64
@@ -73,12 +72,6 @@ def run(backend_names, batch_size, measure_one=measure):
 
 # -----------------------------------------------------------------------------
 # output
-
-def secs(value):
-    if not isinstance(value, (int, float)) or not math.isfinite(value):
-        return "-"
-    return f"{value:.3g}" if value >= 0.01 else f"{value:.2g}"
-
 
 def cache_text(row):
     """Inductor's FX-graph and AOTAutograd cache hits and misses in that process, and

@@ -45,7 +45,7 @@ from bench import backends, cli
 from bench.cli import Parser, UsageError, backend_list, positive, positive_list
 from bench.files import write_atomic
 from bench.measure import timing
-from bench.reporting.format import markdown_table
+from bench.reporting.format import markdown_table, pct, us
 
 DEFAULT_BATCH_SIZES = [1, 256]
 DEFAULT_STEPS = 20
@@ -242,14 +242,6 @@ def summarise(name, batch, steps, wall, profiled_wall, ops, overhead, warmup, to
 
 # -----------------------------------------------------------------------------
 # output
-
-def us(seconds):
-    return f"{seconds * 1e6:,.0f}" if seconds >= 1e-5 else f"{seconds * 1e6:.1f}"
-
-
-def pct(fraction):
-    return f"{100 * fraction:.1f}%" if fraction < 0.1 else f"{100 * fraction:.0f}%"
-
 
 def op_label(name, width=72):
     """An op's name for the tables: Inductor's per-graph prefix dropped, long fused names shortened."""
