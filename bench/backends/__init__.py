@@ -105,13 +105,14 @@ def unavailable(name, device):
     return module.unavailable(device, **options)
 
 
-def create(name, state_dict, device="cpu", dtype=torch.float32):
-    """A Runner for configuration `name`, starting from the parameters in `state_dict`."""
+def create(name, state_dict, device="cpu", dtype=torch.float32, **overrides):
+    """A Runner for configuration `name`, starting from the parameters in `state_dict`; `overrides`
+    change or add Runner options (a study's variant of a configuration, a profiled session)."""
     reason = unavailable(name, device)
     if reason:
         raise RuntimeError(f"backend {name!r} is unavailable on {device}: {reason}")
     module, options = _module(name)
-    return module.Runner(state_dict, device=device, dtype=dtype, **options)
+    return module.Runner(state_dict, device=device, dtype=dtype, **{**options, **overrides})
 
 
 def synchronize(device):

@@ -151,10 +151,7 @@ def ort_node_times(trace, steps):
 def ort_ops(state, x, target, steps, folder, name="onnxruntime"):
     """Profile `steps` training steps of a fresh, profiled Runner of onnxruntime configuration
     `name` (after a warm-up)."""
-    _, options = backends.CONFIGS[name]
-    from bench.backends import onnxruntime as ort_backend
-
-    runner = ort_backend.Runner(state, device="cpu", profile_prefix=os.path.join(folder, "ort"), **options)
+    runner = backends.create(name, state, "cpu", profile_prefix=os.path.join(folder, "ort"))
     try:
         for _ in range(WARMUP_STEPS):
             runner.train_step(x, target)
