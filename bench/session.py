@@ -175,7 +175,7 @@ class Measurements:
     def __init__(self, selection, processes, paired_seconds, progress=print):
         self.selection, self.processes, self.progress = selection, processes, progress
         self.seconds = paired_seconds / processes  # --paired-seconds is per benchmark, all processes together
-        self.groups = {}  # key -> list of the workers' data, or the WorkerFailed that stopped them
+        self.groups = {}  # key -> list of the workers' data, or the ChildFailed that stopped them
 
     def _collect(self, key, arguments, threads, label):
         from bench.launch import process
@@ -189,7 +189,7 @@ class Measurements:
                     seconds = time.perf_counter() - start
                     self.progress(f"{label}: worker {i + 1}/{self.processes} done in {seconds:.1f} s")
                 self.groups[key] = results
-            except process.WorkerFailed as error:
+            except process.ChildFailed as error:
                 self.groups[key] = error
         if isinstance(self.groups[key], Exception):
             pytest.fail(str(self.groups[key]), pytrace=False)

@@ -31,7 +31,6 @@ BLOCK_S = 0.05
 # compared with the same options in mode "default". (Only the step is compiled and timed here.)
 AUTOTUNED = {"mode": "max-autotune-no-cudagraphs"}
 ROUNDS = 40  # 3 variants x 50 ms x 40 rounds: about 6 s of timing per batch size
-WORKER_TIMEOUT = 900  # seconds per batch size for one cold process (two compilations and the timing)
 
 
 def loadavg():
@@ -39,7 +38,7 @@ def loadavg():
         return f.read().split()[0]
 
 
-def worker(batch_sizes):
+def child(batch_sizes):
     """One cold process: compile, record picks, time. Returns its results (bench/launch/process.py
     writes them to --result)."""
     import torch
@@ -197,16 +196,16 @@ def parse_args(argv):
     parser.add_argument("--repeats", type=cli.positive, default=3)
     parser.add_argument("--batch-sizes", type=cli.positive_list, default="1,64,256")
     parser.add_argument("--out", type=cli.output_folder, default="results")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)  # the worker's: where its results go
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)  # the child's: where its results go
     parser.add_argument("--verdict", default="", help="the conclusion written into autotune.md")
     parser.add_argument("--render", nargs="+", metavar="JSON",
                         help="no measuring: write autotune.md/.json from the runs in these autotune.json "
                              "files "
                              "(repeats made by separate invocations are concatenated)")
     args = parser.parse_args(argv)
-    if args.worker and not args.result:
-        raise cli.UsageError("--worker needs --result FILE")
+    if args.child and not args.result:
+        raise cli.UsageError("--child needs --result FILE")
     return args
 
 
@@ -217,8 +216,8 @@ def main(argv=None):
         print(f"python -m bench.autotune_study: error: {error}", file=sys.stderr)
         return 2
     batch_sizes = args.batch_sizes
-    if args.worker:
-        return process.child("bench.autotune_study", lambda: worker(batch_sizes), args.result)
+    if args.child:
+        return process.child("bench.studies.autotune_study", lambda: child(batch_sizes), args.result)
     if args.render:
         try:
             parts = [json.loads(Path(path).read_text()) for path in args.render]
@@ -241,10 +240,10 @@ def main(argv=None):
         with tempfile.TemporaryDirectory(prefix="autotune-cache-") as cache:
             try:
                 run = process.run("bench.studies.autotune_study",
-                                  ["--worker", "--batch-sizes", ",".join(map(str, batch_sizes))],
-                                  timeout=WORKER_TIMEOUT * len(batch_sizes),
+                                  ["--child", "--batch-sizes", ",".join(map(str, batch_sizes))],
+                                  timeout=process.CHILD_TIMEOUT * len(batch_sizes),  # per batch size
                                   env={"TORCHINDUCTOR_CACHE_DIR": cache})
-            except process.WorkerFailed as error:
+            except process.ChildFailed as error:
                 print(f"python -m bench.autotune_study: error: {error}", file=sys.stderr)
                 return 1
             runs.append(run)
