@@ -17,7 +17,7 @@ from bench.reporting.format import (
     threads_text,
 )
 from bench.reporting.targets import targets_section
-from bench.runs.load import VERSION_KEYS, backends_of, cpu_model, failed, groups_of, speedup, speedup_interval
+from bench.runs.load import VERSION_KEYS, backends_of, cpu_of, failed, groups_of, speedup, speedup_interval
 from bench.session import MODES
 
 MAIN_TABLE_MODE = "train"
@@ -101,7 +101,7 @@ def render_markdown(run, charts):
     lines += [
         f"- Run: `{display_path(run['path'])}`",
         f"- Date: {run['datetime'].isoformat(timespec='seconds')}, commit {commit_text}",
-        f"- Machine: {cpu_model(machine)}, {machine.get('cpu_count', '?')} CPUs, "
+        f"- Machine: {cpu_of(machine)}, {machine.get('cpu_count', '?')} CPUs, "
         f"timed at {threads if threads is not None else '?'} torch threads, "
         f"{processes} worker process{'es' * (processes > 1)} per cell"
         + (f", GPU {machine['cuda_device']}" if machine.get("cuda_device") else ""),

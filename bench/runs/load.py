@@ -193,7 +193,8 @@ def groups_of(run):
     return sorted(groups, key=lambda group: (order.index(group[0]) if group[0] in order else 99, *group[1:]))
 
 
-def cpu_model(machine):
+def cpu_of(machine):
+    """The CPU a saved run's machine_info names (measure/machine.cpu_model() reads this machine's)."""
     cpu = machine.get("cpu") if isinstance(machine.get("cpu"), dict) else {}
     return machine.get("cpu_model") or cpu.get("brand_raw") or machine.get("processor") or "unknown CPU"
 
