@@ -255,7 +255,8 @@ def benchmark_entry(name, args, world, measured, result):
     return {
         "group": f"ddp train {args.device} batch={args.batch_size}",
         "name": f"test_ddp_train_step[{args.device}-{args.batch_size}-{backend}]",
-        "fullname": f"bench/studies/ddp.py::test_ddp_train_step[{args.device}-{args.batch_size}-{backend}]",
+        # the path before bench/ddp.py moved to bench/studies/: a saved run's identity stays the same
+        "fullname": f"bench/ddp.py::test_ddp_train_step[{args.device}-{args.batch_size}-{backend}]",
         "params": params,
         "param": f"{args.device}-{args.batch_size}-{backend}",
         "extra_info": {
