@@ -46,6 +46,7 @@ def child(batch_sizes):
 
     import model
     from bench import backends
+    from bench.backends import EAGER
     from bench.backends import compile as compile_backend
     from bench.measure import timing
 
@@ -87,8 +88,8 @@ def child(batch_sizes):
         plain = compile_backend.Runner(state, **{**AUTOTUNED, "mode": "default"})
         plain.train_step(x, target)
         plain_compile_s = time.perf_counter() - t0
-        eager = backends.create("eager", state)
-        runners = {"eager": eager, "autotuned": tuned, "default": plain}
+        eager = backends.create(EAGER, state)
+        runners = {EAGER: eager, "autotuned": tuned, "default": plain}
         steps = {name: functools.partial(runner.train_step, x, target) for name, runner in runners.items()}
         for step in steps.values():  # warm: a few steps each
             for _ in range(3):
@@ -99,7 +100,7 @@ def child(batch_sizes):
         load_before = loadavg()
         blocks = timing.alternating_blocks(steps, block_calls, ROUNDS)
         per_step = {name: [sum(block) / len(block) for block in blocks[name]] for name in steps}
-        ratios = {name: [e / t for e, t in zip(per_step["eager"], per_step[name], strict=True)]
+        ratios = {name: [e / t for e, t in zip(per_step[EAGER], per_step[name], strict=True)]
                   for name in ("autotuned", "default")}
         out["batches"][str(batch_size)] = {
             "compile_s": round(compile_s, 2), "default_compile_s": round(plain_compile_s, 2),

@@ -22,6 +22,7 @@ import torch
 
 import model
 from bench import backends, cli, files
+from bench.backends import EAGER
 from bench.cli import Parser, UsageError
 from bench.measure import machine, noise, timing
 from bench.reporting.format import markdown_table
@@ -73,7 +74,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     results = []
     for name, batch_size in cells:
-        eager, call = step_of("eager", batch_size), step_of(name, batch_size)
+        eager, call = step_of(EAGER, batch_size), step_of(name, batch_size)
         row = {"backend": name, "batch_size": batch_size}
         monitor = noise.Monitor().start()
         for label, block in BLOCKS:

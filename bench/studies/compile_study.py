@@ -21,6 +21,7 @@ import torch
 
 import model
 from bench import backends, cli, files
+from bench.backends import EAGER
 from bench.cli import Parser, UsageError
 from bench.measure import agreement, machine, noise, timing
 from bench.reporting.format import interval_text, markdown_table
@@ -72,7 +73,7 @@ def measure(name, batch_size, seconds):
     if not result.passed:
         return row
     call = warm_step(runner, batch_size)
-    eager = warm_step(backends.create("eager", model.make_net().state_dict()), batch_size)
+    eager = warm_step(backends.create(EAGER, model.make_net().state_dict()), batch_size)
     load = os.getloadavg()[0]  # the machine's 1-minute load average
     monitor = noise.Monitor().start()
     timing.settle_heap()

@@ -20,6 +20,7 @@ import torch
 
 import model
 from bench import backends, cli, files
+from bench.backends import EAGER
 from bench.measure import timing
 
 
@@ -32,7 +33,7 @@ def per_step_ms(step, rounds, synchronize):
 
 
 def eager_timing(state, x, target, rounds):
-    eager = backends.create("eager", state, device="cuda")
+    eager = backends.create(EAGER, state, device="cuda")
     step = lambda: eager.train_step(x, target)  # noqa: E731
     for _ in range(10):
         step()
