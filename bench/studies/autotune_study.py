@@ -33,11 +33,6 @@ AUTOTUNED = {"mode": "max-autotune-no-cudagraphs"}
 ROUNDS = 40  # 3 variants x 50 ms x 40 rounds: about 6 s of timing per batch size
 
 
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return f.read().split()[0]
-
-
 def child(batch_sizes):
     """One cold process: compile, record picks, time. Returns its results (bench/launch/process.py
     writes them to --result)."""
@@ -48,7 +43,7 @@ def child(batch_sizes):
     from bench import backends
     from bench.backends import EAGER
     from bench.backends import compile as compile_backend
-    from bench.measure import timing
+    from bench.measure import noise, timing
 
     picks = []
     original = select_algorithm.AlgorithmSelectorCache.log_results
@@ -97,7 +92,7 @@ def child(batch_sizes):
         # calls per ~BLOCK_S block, sized from one step each
         block_calls = {name: timing.calls_per_block(timing.timed_block(step, 1), BLOCK_S, min_calls=1)
                        for name, step in steps.items()}
-        load_before = loadavg()
+        load_before = f"{noise.load_average():.2f}"  # as /proc/loadavg writes it
         blocks = timing.alternating_blocks(steps, block_calls, ROUNDS)
         per_step = {name: [sum(block) / len(block) for block in blocks[name]] for name in steps}
         ratios = {name: [e / t for e, t in zip(per_step[EAGER], per_step[name], strict=True)]
@@ -110,7 +105,7 @@ def child(batch_sizes):
             "speedup_quartiles": {name: statistics.quantiles(r, n=4)[::2] for name, r in ratios.items()},
             "autotuned_vs_default": statistics.median(
                 d / a for d, a in zip(per_step["default"], per_step["autotuned"], strict=True)),
-            "loadavg_before_timing": load_before, "loadavg_after_timing": loadavg(),
+            "loadavg_before_timing": load_before, "loadavg_after_timing": f"{noise.load_average():.2f}",
         }
     return out
 

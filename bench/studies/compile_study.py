@@ -74,13 +74,13 @@ def measure(name, batch_size, seconds):
         return row
     call = warm_step(runner, batch_size)
     eager = warm_step(backends.create(EAGER, model.make_net().state_dict()), batch_size)
-    load = os.getloadavg()[0]  # the machine's 1-minute load average
+    load = noise.load_average()
     monitor = noise.Monitor().start()
     timing.settle_heap()
     with torch.compiler.set_stance("fail_on_recompile"):
         info = timing.summarize([timing.paired_blocks(call, eager, seconds=seconds)])
     row.update(speedup=[info["speedup"], info["speedup_low"], info["speedup_high"]],
-               load_average=[load, os.getloadavg()[0]], **monitor.stop())
+               load_average=[load, noise.load_average()], **monitor.stop())
     return row
 
 
