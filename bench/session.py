@@ -2,6 +2,7 @@
 that time them. The pytest suite (bench/conftest.py) and each worker (bench/launch/worker.py) use it."""
 
 import contextlib
+import itertools
 import os
 import time
 
@@ -9,7 +10,7 @@ import pytest
 
 import model
 from bench import backends
-from bench.measure import memory
+from bench.measure import memory, timing
 
 BATCH_SIZES = [1, 64, 256]
 MODES = ["train", "forward"]
@@ -17,6 +18,15 @@ MODES = ["train", "forward"]
 
 def all_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def one_call(runner, mode_name, pool, device, start=0):
+    """The callable that warm-up and timing call: one training step or one forward pass of `runner`
+    on the pool's next batch (from batch `start` on), waiting for the device where it must."""
+    batches = itertools.islice(itertools.cycle(pool), start, None)
+    if mode_name == "train":
+        return timing.synchronized(lambda: runner.train_step(*next(batches)), device)
+    return timing.synchronized(lambda: runner.forward(next(batches)[0]), device)
 
 
 class PreparedRunner:

@@ -14,7 +14,6 @@ and setup times, memory, noise and agreement, as JSON to --result.
 """
 
 import argparse
-import itertools
 import sys
 
 import torch
@@ -24,23 +23,10 @@ from bench import backends, cli, session
 from bench.backends import EAGER
 from bench.launch import process
 from bench.measure import memory, noise, timing
+from bench.measure.timing import warm
+from bench.session import one_call
 
-WARMUP_CALLS = 3
 TWIN_OFFSET = 0.5  # the A/A's second eager runner starts half the batch pool away
-
-
-def one_call(runner, mode_name, pool, device, start=0):
-    """The callable that warm-up and timing call: one training step or one forward pass of `runner`
-    on the pool's next batch (from batch `start` on), waiting for the device where it must."""
-    batches = itertools.islice(itertools.cycle(pool), start, None)
-    if mode_name == "train":
-        return timing.synchronized(lambda: runner.train_step(*next(batches)), device)
-    return timing.synchronized(lambda: runner.forward(next(batches)[0]), device)
-
-
-def warm(call, calls=WARMUP_CALLS):
-    for _ in range(calls):  # the first call compiles or allocates, when nothing did before
-        call()
 
 
 def second_eager(device):

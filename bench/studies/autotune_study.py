@@ -86,9 +86,8 @@ def child(batch_sizes):
         eager = backends.create(EAGER, state)
         runners = {EAGER: eager, "autotuned": tuned, "default": plain}
         steps = {name: functools.partial(runner.train_step, x, target) for name, runner in runners.items()}
-        for step in steps.values():  # warm: a few steps each
-            for _ in range(3):
-                step()
+        for step in steps.values():
+            timing.warm(step)
         # calls per ~BLOCK_S block, sized from one step each
         block_calls = {name: timing.calls_per_block(timing.timed_block(step, 1), BLOCK_S, min_calls=1)
                        for name, step in steps.items()}

@@ -20,12 +20,11 @@ import time
 import torch
 
 import model
-from bench import backends, cli, files
+from bench import backends, cli, files, session
 from bench.backends import EAGER
 from bench.cli import Parser, UsageError
 from bench.measure import agreement, machine, noise, timing
 from bench.reporting.format import interval_text, markdown_table
-from bench.studies.block_study import warm_step
 
 NCHW = {"layout_optimization": False}  # Inductor keeps the Net's NCHW layout (on CPU it goes channels-last)
 
@@ -72,8 +71,10 @@ def measure(name, batch_size, seconds):
     row = {"variant": name, "batch_size": batch_size, "agreement": agreement.status(result)}
     if not result.passed:
         return row
-    call = warm_step(runner, batch_size)
-    eager = warm_step(backends.create(EAGER, model.make_net().state_dict()), batch_size)
+    pool = model.make_batch_pool(batch_size)
+    call = timing.warm(session.one_call(runner, "train", pool, "cpu"), calls=5)
+    eager_runner = backends.create(EAGER, model.make_net().state_dict())
+    eager = timing.warm(session.one_call(eager_runner, "train", pool, "cpu"), calls=5)
     load = noise.load_average()
     monitor = noise.Monitor().start()
     timing.settle_heap()
