@@ -89,11 +89,12 @@ def render(rows, command):
     lines = ["# What was tried to close torch.compile's gap to eager", "",
              f"- Command: `{command}`; torch {torch.__version__}, {torch.get_num_threads()} threads, "
              f"{machine.cpu_model()}.",
-             "- Training step; speedup = eager's time per step / the variant's, paired 50 ms blocks in one "
+             "- Training step; speedup = eager's time per step / the variant's, paired "
+             f"{timing.BLOCK_SECONDS * 1e3:.0f} ms blocks in one "
              "process (bench/measure/timing.py), median [95% interval]. Every variant passed the agreement "
-             "check "
-             "(20 steps against float64 at the batch size timed) before it was timed. Load average: the "
-             "machine's 1-minute load at the start and end of each cell (other processes share it).", ""]
+             f"check ({agreement.DEFAULT_STEPS} steps against float64 at the batch size timed) before it was "
+             "timed. Load average: the machine's 1-minute load at the start and end of each cell (other "
+             "processes share it).", ""]
     table = []
     for row in rows:
         if "speedup" in row:
