@@ -114,6 +114,7 @@ def pick_signature(batch):
 
 
 def markdown(data):
+    cores = f"{data['cpu_count']} cores, " if data.get("cpu_count") else ""  # recorded where it was measured
     lines = ["# Does `compile`'s autotuned step depend on a lucky pick?", "",
              f"Command: `{data['command']}` (torch {data['torch']}, {data['cpu']}, "
              f"{data['runs'][0]['torch_threads']} torch threads)"
@@ -128,7 +129,7 @@ def markdown(data):
              "per-round ratios against eager, [lower quartile, upper quartile] beside them. The autotuned "
              "step "
              "compiles first in each process, so its compile time includes Inductor's one-time start-up.", "",
-             "**This machine is shared**: 2 cores, other engineers ran tests and builds on it during these "
+             f"**This machine is shared**: {cores}other engineers ran tests and builds on it during these "
              "measurements (load average beside each row). That is the situation the autotuner meets when "
              "it times kernels at compile time, so it is the situation this study measures.", "",
              "## Speed", "",
@@ -246,7 +247,8 @@ def main(argv=None):
                                                  for b in batch_sizes))
     given = argv if argv is not None else sys.argv[1:]
     data = {"command": "python -m bench.autotune_study " + " ".join(given),
-            "torch": torch.__version__, "cpu": machine.cpu_model(), "batch_sizes": batch_sizes,
+            "torch": torch.__version__, "cpu": machine.cpu_model(), "cpu_count": os.cpu_count(),
+            "batch_sizes": batch_sizes,
             "block_s": BLOCK_S, "rounds": ROUNDS, "verdict": args.verdict, "runs": runs}
     return write(data, args.out)
 
