@@ -6,8 +6,6 @@ import itertools
 import os
 import time
 
-import pytest
-
 import model
 from bench import backends
 from bench.measure import memory, timing
@@ -115,6 +113,8 @@ class RunnerCache:
         """The PreparedRunner of `backend` (skipped with its reason where it cannot run)."""
         reason = backends.unavailable(backend, device)
         if reason:
+            import pytest  # here, not at the top: the reports import this module for MODES
+
             pytest.skip(f"{backend} on {device}: {reason}")
         if (backend, device, batch_size) not in self.prepared:
             self._prepare(device, batch_size, [backend])
@@ -204,6 +204,8 @@ class Measurements:
             except process.ChildFailed as error:
                 self.groups[key] = error
         if isinstance(self.groups[key], Exception):
+            import pytest
+
             pytest.fail(str(self.groups[key]), pytrace=False)
         return self.groups[key]
 
