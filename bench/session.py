@@ -2,14 +2,13 @@
 that time them. The pytest suite (bench/conftest.py) and each worker (bench/launch/worker.py) use it."""
 
 import contextlib
+import itertools
 import os
 import time
 
-import pytest
-
 import model
 from bench import backends
-from bench.measure import memory
+from bench.measure import memory, timing
 
 BATCH_SIZES = [1, 64, 256]
 MODES = ["train", "forward"]
@@ -17,6 +16,15 @@ MODES = ["train", "forward"]
 
 def all_cores():
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def one_call(runner, mode_name, pool, device, start=0):
+    """The callable that warm-up and timing call: one training step or one forward pass of `runner`
+    on the pool's next batch (from batch `start` on), waiting for the device where it must."""
+    batches = itertools.islice(itertools.cycle(pool), start, None)
+    if mode_name == "train":
+        return timing.synchronized(lambda: runner.train_step(*next(batches)), device)
+    return timing.synchronized(lambda: runner.forward(next(batches)[0]), device)
 
 
 class PreparedRunner:
@@ -47,29 +55,30 @@ class FirstCalls:
     """Wraps a runner to time its first train_step and first forward, and the compile-cache hits and
     misses during them: whoever calls first (the agreement check, or the warm-up before timing)."""
 
-    def __init__(self, cell):
-        self._cell = cell
-        runner = cell.runner
+    def __init__(self, prepared):
+        self._prepared = prepared
+        runner = prepared.runner
         self.parameters, self.gradients = runner.parameters, runner.gradients
         self.train_step = self._first("train", runner.train_step)
         self.forward = self._first("forward", runner.forward)
 
     def _first(self, mode, method):
         def call(*args):
-            cell = self._cell
-            if mode in cell.first_call_seconds:
+            prepared = self._prepared
+            if mode in prepared.first_call_seconds:
                 return method(*args)
-            hits, misses = _compile_cache_counts(cell.runner)
+            hits, misses = _compile_cache_counts(prepared.runner)
             resident = memory.resident_bytes()
             start = time.perf_counter()
             result = method(*args)
-            cell.first_call_seconds[mode] = time.perf_counter() - start
-            cell.held_bytes = _add_growth(cell.held_bytes, resident)
-            new_hits, new_misses = _compile_cache_counts(cell.runner)
-            cell.first_call_cache[mode] = {"hits": new_hits - hits, "misses": new_misses - misses}
+            prepared.first_call_seconds[mode] = time.perf_counter() - start
+            prepared.held_bytes = _add_growth(prepared.held_bytes, resident)
+            new_hits, new_misses = _compile_cache_counts(prepared.runner)
+            prepared.first_call_cache[mode] = {"hits": new_hits - hits, "misses": new_misses - misses}
             cached = (f", compile cache: {new_misses - misses} built, {new_hits - hits} loaded"
                       if new_hits - hits or new_misses - misses else "")
-            cell.progress(f"{cell.label}: first {mode} call {cell.first_call_seconds[mode]:.1f} s{cached}")
+            seconds = prepared.first_call_seconds[mode]
+            prepared.progress(f"{prepared.label}: first {mode} call {seconds:.1f} s{cached}")
             return result
         return call
 
@@ -91,7 +100,7 @@ class RunnerCache:
         self.check_agreement = check_agreement
         self.selected = selected or list(backends.DEFAULT_CONFIGS)
         self.progress = progress
-        self.cells = {}  # (backend, device, batch_size) -> PreparedRunner
+        self.prepared = {}  # (backend, device, batch_size) -> PreparedRunner
         self.pools = {}  # (device, batch_size) -> the batches every runner cycles through
 
     def pool(self, device, batch_size):
@@ -104,47 +113,50 @@ class RunnerCache:
         """The PreparedRunner of `backend` (skipped with its reason where it cannot run)."""
         reason = backends.unavailable(backend, device)
         if reason:
+            import pytest  # here, not at the top: the reports import this module for MODES
+
             pytest.skip(f"{backend} on {device}: {reason}")
-        if (backend, device, batch_size) not in self.cells:
+        if (backend, device, batch_size) not in self.prepared:
             self._prepare(device, batch_size, [backend])
-        return self.cells[(backend, device, batch_size)]
+        return self.prepared[(backend, device, batch_size)]
 
     def _create(self, backend, device, batch_size):
         resident = memory.resident_bytes()
         start = time.perf_counter()
         runner = backends.create(backend, model.make_net(seed=AGREEMENT_SEED).state_dict(), device=device)
-        cell = PreparedRunner(runner, time.perf_counter() - start, _add_growth(0, resident))
-        cell.label, cell.progress = f"{device} batch {batch_size}: {backend}", self.progress
-        self.cells[(backend, device, batch_size)] = cell
-        self.progress(f"{device} batch {batch_size}: {backend} created in {cell.setup_seconds:.1f} s")
-        return cell
+        prepared = PreparedRunner(runner, time.perf_counter() - start, _add_growth(0, resident))
+        prepared.label, prepared.progress = f"{device} batch {batch_size}: {backend}", self.progress
+        self.prepared[(backend, device, batch_size)] = prepared
+        self.progress(f"{device} batch {batch_size}: {backend} created in {prepared.setup_seconds:.1f} s")
+        return prepared
 
     def _prepare(self, device, batch_size, wanted):
         """Create the runners of every selected backend (or just `wanted`) at this device and batch
         size and, when timing, check them all in one lockstep run against float64."""
         names = [name for name in dict.fromkeys([*self.selected, *wanted])
-                 if not backends.unavailable(name, device) and (name, device, batch_size) not in self.cells]
+                 if not backends.unavailable(name, device)
+                 and (name, device, batch_size) not in self.prepared]
         if not self.check_agreement:
             names = [name for name in names if name in wanted]
-        cells = {name: self._create(name, device, batch_size) for name in names}
-        if not self.check_agreement or not cells:
+        created = {name: self._create(name, device, batch_size) for name in names}
+        if not self.check_agreement or not created:
             return
         from bench.measure import agreement
 
-        self.progress(f"{device} batch {batch_size}: checking {', '.join(cells)} against float64 eager "
+        self.progress(f"{device} batch {batch_size}: checking {', '.join(created)} against float64 eager "
                  f"for {agreement.DEFAULT_STEPS} steps (the first steps compile)")
         start = time.perf_counter()
-        extra = {name: (lambda state, dev, dtype, c=cell: FirstCalls(c)) for name, cell in cells.items()}
+        extra = {name: (lambda state, dev, dtype, one=one: FirstCalls(one)) for name, one in created.items()}
         for result in agreement.check([], device=device, steps=agreement.DEFAULT_STEPS, batch_size=batch_size,
                                       seed=AGREEMENT_SEED, extra=extra):
-            cell = cells[result.backend]
-            cell.agreement = {"agreement": agreement.status(result),
+            prepared = created[result.backend]
+            prepared.agreement = {"agreement": agreement.status(result),
                               "agreement_max_abs_error": result.max_abs_error,
                               "agreement_worst_rmse_ratio": result.worst_rmse_ratio,
                               "agreement_worst_max_ratio": result.worst_max_ratio,
                               "agreement_steps": agreement.DEFAULT_STEPS,
                               "agreement_batch_size": batch_size}
-        verdicts = ", ".join(f"{name} {cell.agreement['agreement']}" for name, cell in cells.items())
+        verdicts = ", ".join(f"{name} {one.agreement['agreement']}" for name, one in created.items())
         seconds = time.perf_counter() - start
         self.progress(f"{device} batch {batch_size}: agreement checked in {seconds:.1f} s: {verdicts}")
 
@@ -175,7 +187,7 @@ class Measurements:
     def __init__(self, selection, processes, paired_seconds, progress=print):
         self.selection, self.processes, self.progress = selection, processes, progress
         self.seconds = paired_seconds / processes  # --paired-seconds is per benchmark, all processes together
-        self.groups = {}  # key -> list of the workers' data, or the WorkerFailed that stopped them
+        self.groups = {}  # key -> list of the workers' data, or the ChildFailed that stopped them
 
     def _collect(self, key, arguments, threads, label):
         from bench.launch import process
@@ -189,9 +201,11 @@ class Measurements:
                     seconds = time.perf_counter() - start
                     self.progress(f"{label}: worker {i + 1}/{self.processes} done in {seconds:.1f} s")
                 self.groups[key] = results
-            except process.WorkerFailed as error:
+            except process.ChildFailed as error:
                 self.groups[key] = error
         if isinstance(self.groups[key], Exception):
+            import pytest
+
             pytest.fail(str(self.groups[key]), pytrace=False)
         return self.groups[key]
 

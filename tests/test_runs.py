@@ -233,7 +233,7 @@ def test_benchmark_of_a_disagreeing_runner_fails_after_its_timings(monkeypatch):
 
 def test_timed_training_step_updates_the_parameters_every_round(backend):
     from bench import test_benchmarks
-    from bench.launch import worker
+    from bench.measure import timing
     from bench.session import RunnerCache
 
     cache = RunnerCache(check_agreement=False)
@@ -257,7 +257,7 @@ def test_timed_training_step_updates_the_parameters_every_round(backend):
     test_benchmarks.run_benchmark(RoundsBenchmark(), cache, "train", backend, 4, "cpu")
     for before, after in zip(snapshots, snapshots[1:]):
         assert all(not torch.equal(before[k], after[k]) for k in before)
-    timed = batches[worker.WARMUP_CALLS:]
+    timed = batches[timing.WARMUP_CALLS:]
     assert len({x.data_ptr() for x in timed}) == len(timed)  # a new batch every round
 
 
@@ -308,7 +308,7 @@ def test_a_recompile_inside_the_timed_rounds_fails_the_benchmark(recompiles):
     """A runner whose compiled step recompiles after its warm-up (here: a guard on a Python int that
     changes every call) must fail rather than have its compilations timed; one that does not, passes."""
     from bench import test_benchmarks
-    from bench.launch import worker
+    from bench.measure import timing
     from bench.session import RunnerCache
 
     cache = RunnerCache(check_agreement=False)
@@ -332,10 +332,10 @@ def test_a_recompile_inside_the_timed_rounds_fails_the_benchmark(recompiles):
     if recompiles:
         with pytest.raises(RuntimeError, match="fail_on_recompile"):
             test_benchmarks.run_benchmark(RoundsBenchmark(), cache, "train", "eager", 2, "cpu")
-        assert len(calls) == worker.WARMUP_CALLS + 1  # warm-up compiled freely; round 1 failed
+        assert len(calls) == timing.WARMUP_CALLS + 1  # warm-up compiled freely; round 1 failed
     else:
         test_benchmarks.run_benchmark(RoundsBenchmark(), cache, "train", "eager", 2, "cpu")
-        assert len(calls) == worker.WARMUP_CALLS + 3
+        assert len(calls) == timing.WARMUP_CALLS + 3
 
 
 def test_the_store_numbers_each_save_and_writes_it_whole(tmp_path):

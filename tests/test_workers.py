@@ -39,18 +39,18 @@ def test_the_launcher_returns_the_workers_results_as_data(fake_worker):
 
 
 def test_a_failing_worker_is_one_line_naming_it_and_its_error(fake_worker):
-    with pytest.raises(process.WorkerFailed) as failed:
+    with pytest.raises(process.ChildFailed) as failed:
         process.run(fake_worker, ["fail"])
     message = str(failed.value)
     assert "\n" not in message and "exit status 3" in message and "fake_worker fail" in message
     assert message.endswith("fake_worker: error: ValueError: the batch pool is empty")
-    with pytest.raises(process.WorkerFailed, match="exited 0 but left no readable result"):
+    with pytest.raises(process.ChildFailed, match="exited 0 but left no readable result"):
         process.run(fake_worker, ["silent"])
 
 
 def test_a_worker_past_its_timeout_is_killed(fake_worker):
     start = time.perf_counter()
-    with pytest.raises(process.WorkerFailed, match="gave no result within 1 s and was killed"):
+    with pytest.raises(process.ChildFailed, match="gave no result within 1 s and was killed"):
         process.run(fake_worker, ["hang"], timeout=1)
     assert time.perf_counter() - start < 30
 
@@ -62,7 +62,7 @@ def test_a_failed_group_fails_each_of_its_benchmarks_with_the_one_line(monkeypat
 
     def run(module, arguments, threads=None, timeout=None):
         calls.append(arguments)
-        raise process.WorkerFailed("worker `bench.launch.worker` failed (exit status 1): "
+        raise process.ChildFailed("child `bench.launch.worker` failed (exit status 1): "
                                    "bench.launch.worker: error: boom")
 
     monkeypatch.setattr(process, "run", run)

@@ -16,11 +16,11 @@ import tempfile
 
 from bench import REPO, files
 
-WORKER_TIMEOUT = 900.0  # seconds for one worker, cold compilation included; then it is killed
+CHILD_TIMEOUT = 900.0  # seconds for one child, cold compilation included; then it is killed
 
 
-class WorkerFailed(Exception):
-    """A worker exited without results; the message is one line naming it and why."""
+class ChildFailed(Exception):
+    """A child exited without results; the message is one line naming it and why."""
 
 
 def last_line(text):
@@ -45,26 +45,26 @@ def read_result(path):
         return json.load(f)
 
 
-def run(module, arguments, threads=None, timeout=WORKER_TIMEOUT, env=None):
+def run(module, arguments, threads=None, timeout=CHILD_TIMEOUT, env=None):
     """Run `python -m module *arguments --result FILE` and return the JSON data it wrote to FILE."""
     command = [sys.executable, "-m", module, *map(str, arguments)]
     name = f"{module} {' '.join(map(str, arguments))}"
-    with tempfile.TemporaryDirectory(prefix="lenet-bench-worker-") as folder:
+    with tempfile.TemporaryDirectory(prefix="lenet-bench-child-") as folder:
         result = os.path.join(folder, "result.json")
         try:
             done = subprocess.run([*command, "--result", result], env=environment(threads, env),
                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                   timeout=timeout)
         except subprocess.TimeoutExpired:  # subprocess.run has killed it
-            raise WorkerFailed(f"worker `{name}` gave no result within {timeout:g} s "
+            raise ChildFailed(f"child `{name}` gave no result within {timeout:g} s "
                                "and was killed") from None
         if done.returncode != 0:
-            raise WorkerFailed(f"worker `{name}` failed (exit status {done.returncode}): "
+            raise ChildFailed(f"child `{name}` failed (exit status {done.returncode}): "
                                f"{last_line(done.stderr)}")
         try:
             return read_result(result)
         except (OSError, ValueError) as error:
-            raise WorkerFailed(f"worker `{name}` exited 0 but left no readable result ({error})") from None
+            raise ChildFailed(f"child `{name}` exited 0 but left no readable result ({error})") from None
 
 
 def write_result(path, data):

@@ -14,7 +14,6 @@ and setup times, memory, noise and agreement, as JSON to --result.
 """
 
 import argparse
-import itertools
 import sys
 
 import torch
@@ -24,23 +23,10 @@ from bench import backends, cli, session
 from bench.backends import EAGER
 from bench.launch import process
 from bench.measure import memory, noise, timing
+from bench.measure.timing import warm
+from bench.session import one_call
 
-WARMUP_CALLS = 3
 TWIN_OFFSET = 0.5  # the A/A's second eager runner starts half the batch pool away
-
-
-def one_call(runner, mode_name, pool, device, start=0):
-    """The callable that warm-up and timing call: one training step or one forward pass of `runner`
-    on the pool's next batch (from batch `start` on), waiting for the device where it must."""
-    batches = itertools.islice(itertools.cycle(pool), start, None)
-    if mode_name == "train":
-        return timing.synchronized(lambda: runner.train_step(*next(batches)), device)
-    return timing.synchronized(lambda: runner.forward(next(batches)[0]), device)
-
-
-def warm(call, calls=WARMUP_CALLS):
-    for _ in range(calls):  # the first call compiles or allocates, when nothing did before
-        call()
 
 
 def second_eager(device):
@@ -55,20 +41,19 @@ def measure_cells(names, modes, device, batch_size, seconds, progress):
 
     held = list(dict.fromkeys([EAGER, *names]))
     cache = RunnerCache(check_agreement=True, selected=held, progress=progress)
-    cells = {name: cache.get(name, device, batch_size) for name in held}
+    prepared = {name: cache.get(name, device, batch_size) for name in held}
     pool = cache.pool(device, batch_size)
     twin = second_eager(device)
-    out = {name: {"setup_seconds": cell.setup_seconds, "agreement": cell.agreement,
-                  "info": getattr(cell.runner, "info", {}), "modes": {}} for name, cell in cells.items()}
+    out = {name: {"setup_seconds": one.setup_seconds, "agreement": one.agreement,
+                  "info": getattr(one.runner, "info", {}), "modes": {}} for name, one in prepared.items()}
     for mode in modes:
-        eager = one_call(cells[EAGER].runner, mode, pool, device)
+        eager = one_call(prepared[EAGER].runner, mode, pool, device)
         warm(eager)
         twin_call = one_call(twin, mode, pool, device, start=int(len(pool) * TWIN_OFFSET))
         warm(twin_call)
         for name in names:
-            cell = cells[name]
-            warm(one_call(FirstCalls(cell), mode, pool, device))
-            call = one_call(cell.runner, mode, pool, device)
+            warm(one_call(FirstCalls(prepared[name]), mode, pool, device))
+            call = one_call(prepared[name].runner, mode, pool, device)
             baseline = twin_call if name == EAGER else eager
             timing.settle_heap()
             # What the warm-up compiled is what is timed: a torch.compile recompilation in the rounds
@@ -80,9 +65,9 @@ def measure_cells(names, modes, device, batch_size, seconds, progress):
                 measured["finite"] = bool(torch.isfinite(call()).all())
             progress(f"{name} {mode}: {len(blocks['call_blocks'])} pairs")
             out[name]["modes"][mode] = measured
-    for name, cell in cells.items():  # after every first call
-        out[name].update(first_call_seconds=cell.first_call_seconds, first_call_cache=cell.first_call_cache,
-                         held_bytes=cell.held_bytes)
+    for name, one in prepared.items():  # after every first call
+        out[name].update(first_call_seconds=one.first_call_seconds, first_call_cache=one.first_call_cache,
+                         held_bytes=one.held_bytes)
     return out
 
 

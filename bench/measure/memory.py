@@ -23,7 +23,7 @@ import torch
 
 from bench import backends
 
-PAGE_KB = 1024
+BYTES_PER_KB = 1024  # /proc/self/status gives sizes in kB
 
 
 def _status_kb(field):
@@ -54,7 +54,7 @@ def resident_bytes():
     """The process's resident set now, free heap pages handed back first; None where /proc cannot tell."""
     trim()
     try:
-        return _status_kb("VmRSS") * PAGE_KB
+        return _status_kb("VmRSS") * BYTES_PER_KB
     except (OSError, ValueError):
         return None
 
@@ -83,6 +83,6 @@ def peak_over_call(call, device="cpu"):
         call()
         return info
     call()
-    info.update(memory_peak_bytes=max(0, _status_kb("VmHWM") - before) * PAGE_KB,
-                memory_level_bytes=before * PAGE_KB)
+    info.update(memory_peak_bytes=max(0, _status_kb("VmHWM") - before) * BYTES_PER_KB,
+                memory_level_bytes=before * BYTES_PER_KB)
     return info

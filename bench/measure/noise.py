@@ -69,6 +69,11 @@ class Monitor:
         return result
 
 
+def load_average():
+    """The machine's 1-minute load average: how many processes were running or waiting for a CPU."""
+    return os.getloadavg()[0]
+
+
 def is_noisy(info):
     """True when a benchmark's recorded noise crosses NOISY_SHARE; None when it was not recorded."""
     shares = [info.get("noise_others_cpu"), info.get("noise_steal")]

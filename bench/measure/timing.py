@@ -20,7 +20,7 @@ processes as well as within one.
 `paired_blocks` is the measurement (it returns data); `record` hands the per-call times of the
 timed side to pytest-benchmark as its rounds, so its statistics and saved runs hold them.
 timed_calls, timed_block and timed_for are the loops every timed region here and in the studies
-runs on; `synchronized` makes a callable wait for its device.
+runs on, after `warm`; `synchronized` makes a callable wait for its device.
 """
 
 import gc
@@ -37,6 +37,7 @@ PAIRED_SECONDS = 2.0  # both sides together, per benchmark, over all its process
 MIN_PAIRS = 6  # per process: whole E B | B E cycles, enough to bootstrap within it
 OVERRUN = 3  # a process stops pairing, after whole cycles and MIN_PAIRS, past OVERRUN x its budget
 MIN_BLOCK_CALLS = 3  # several calls per block at every batch size (one call per block reads cache effects)
+WARMUP_CALLS = 3  # untimed calls before timing: the first compiles or allocates, when nothing did before
 CONFIDENCE = 0.95
 RESAMPLES = 4000
 
@@ -63,6 +64,13 @@ def synchronized(call, device):
         backends.synchronize(device)
         return result
     return waited
+
+
+def warm(call, calls=WARMUP_CALLS):
+    """Call `call` `calls` times, untimed, and return it: the calls to time come after these."""
+    for _ in range(calls):
+        call()
+    return call
 
 
 def timed_calls(call, count):

@@ -3,7 +3,7 @@
 from bench.backends import EAGER
 from bench.files import write_atomic
 from bench.reporting.format import MODE_TITLES, num, threads_text
-from bench.runs.load import backends_of, cpu_model, failed, speedup, speedup_interval
+from bench.runs.load import backends_of, cpu_of, failed, speedup, speedup_interval
 
 
 def draw_chart(run, mode, device, threads, path):
@@ -93,7 +93,7 @@ def draw_chart(run, mode, device, threads, path):
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.yaxis.set_minor_formatter(NullFormatter())
 
-    fig.suptitle(f"{MODE_TITLES.get(mode, mode)}, {device}: {cpu_model(machine)}, "
+    fig.suptitle(f"{MODE_TITLES.get(mode, mode)}, {device}: {cpu_of(machine)}, "
                  f"{threads_text(threads)}, torch {machine.get('torch', '?')} "
                  f"({run['name'][:4]})")
     fig.tight_layout()

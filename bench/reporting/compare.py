@@ -36,7 +36,7 @@ from bench.runs.load import (
     DEFAULT_STORAGE,
     VERSION_KEYS,
     RunError,
-    cpu_model,
+    cpu_of,
     find_run,
     require_runs,
     speedup,
@@ -51,8 +51,8 @@ def machine_differences(base, cand):
     """What tells the two runs' machines apart, in a few words; empty when they look the same."""
     a, b = base["machine"], cand["machine"]
     diffs = []
-    if cpu_model(a) != cpu_model(b):
-        diffs.append(f"cpu {cpu_model(a)!r} vs {cpu_model(b)!r}")
+    if cpu_of(a) != cpu_of(b):
+        diffs.append(f"cpu {cpu_of(a)!r} vs {cpu_of(b)!r}")
     diffs += [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in MACHINE_KEYS if a.get(k) != b.get(k)]
     return diffs
 

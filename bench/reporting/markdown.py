@@ -1,7 +1,7 @@
 """REPORT.md's text for one run: its header, main table, targets and one table per (mode, device, threads)."""
 
 from bench.backends import EAGER
-from bench.measure import noise
+from bench.measure import noise, timing
 from bench.reporting.format import (
     AA_OFF_MARK,
     MODE_TITLES,
@@ -17,7 +17,7 @@ from bench.reporting.format import (
     threads_text,
 )
 from bench.reporting.targets import targets_section
-from bench.runs.load import VERSION_KEYS, backends_of, cpu_model, failed, groups_of, speedup, speedup_interval
+from bench.runs.load import VERSION_KEYS, backends_of, cpu_of, failed, groups_of, speedup, speedup_interval
 from bench.session import MODES
 
 MAIN_TABLE_MODE = "train"
@@ -94,6 +94,8 @@ def render_markdown(run, charts):
     processes = max(row.get("processes") or 1 for row in run["rows"].values())
     versions = ", ".join(f"{k} {machine[k]}" for k in VERSION_KEYS if machine.get(k))
     commit_text = commit.get("id", "unknown")[:12] + (" (uncommitted changes)" if commit.get("dirty") else "")
+    sizes = sorted({size for size in run.get("sgemm_size", {}).values() if size})  # as the run recorded them
+    sgemm_shape = " or ".join(f"{size}x{size}" for size in sizes) + " " if sizes else ""
     lines = ["# LeNet benchmark report", ""]
     if run["interrupted"]:
         lines += ["**This run was interrupted: a partial run, not a complete one.** Only the benchmarks "
@@ -101,7 +103,7 @@ def render_markdown(run, charts):
     lines += [
         f"- Run: `{display_path(run['path'])}`",
         f"- Date: {run['datetime'].isoformat(timespec='seconds')}, commit {commit_text}",
-        f"- Machine: {cpu_model(machine)}, {machine.get('cpu_count', '?')} CPUs, "
+        f"- Machine: {cpu_of(machine)}, {machine.get('cpu_count', '?')} CPUs, "
         f"timed at {threads if threads is not None else '?'} torch threads, "
         f"{processes} worker process{'es' * (processes > 1)} per cell"
         + (f", GPU {machine['cuda_device']}" if machine.get("cuda_device") else ""),
@@ -110,7 +112,8 @@ def render_markdown(run, charts):
         "",
         "Speedup is eager's time over the backend's (above 1 is faster than eager), measured paired: "
         "in each of several worker processes the backend's calls alternate with eager's in blocks of "
-        "about 50 ms (at least 3 calls each), each pair of neighbouring blocks gives one ratio, and the "
+        f"about {timing.BLOCK_SECONDS * 1e3:.0f} ms (at least {timing.MIN_BLOCK_CALLS} calls each), each "
+        "pair of neighbouring blocks gives one ratio, and the "
         "figure is the median of every process's pairs with a hierarchical bootstrap 95% interval "
         "`[low, high]` (processes resampled, then pairs within them: the interval covers the spread "
         "between processes; `bench/measure/timing.py`). Eager's own row pairs eager with a second, "
@@ -131,7 +134,7 @@ def render_markdown(run, charts):
         "`bench/measure/memory.py` for what each can and cannot see. GFLOP/s is the FLOPs of the timed unit "
         "(convolutions and "
         "matrix multiplies, from `torch.utils.flop_counter`) over that time; \"of sgemm\" sets it "
-        "against a 1024x1024 float32 matrix multiply timed in the same run on the same device at the "
+        f"against a {sgemm_shape}float32 matrix multiply timed in the same run on the same device at the "
         "same thread count (its spread: the quartiles of its rounds and each process's median). "
         "Setup (export, scripting, session creation; once per backend and device) and the first call "
         "(compilation, first allocation) are never part of the timed rounds; beside the first call, "

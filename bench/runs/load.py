@@ -40,7 +40,7 @@ def read_run(path):
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise ValueError("not a pytest-benchmark run (no 'benchmarks' list)")
 
-    rows, sgemm, sgemm_processes = {}, {}, {}
+    rows, sgemm, sgemm_processes, sgemm_size = {}, {}, {}, {}
     machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
     for bench in data["benchmarks"]:
         info = bench.get("extra_info") if isinstance(bench, dict) else None
@@ -65,6 +65,7 @@ def read_run(path):
                     sgemm[place] = tuple(gflops)
                     medians = info.get("process_medians")
                     sgemm_processes[place] = [row["flops"] / m / 1e9 for m in medians] if medians else None
+                    sgemm_size[place] = info.get("size")
                 continue
             row.update(
                 backend=configs.current_name(str(info["backend"])), batch=int(info["batch_size"]),
@@ -97,7 +98,7 @@ def read_run(path):
     ours = data.get("lenet_bench") if isinstance(data.get("lenet_bench"), dict) else {}
     return {"path": path, "name": os.path.basename(path), "datetime": when, "machine": machine,
             "commit": commit, "rows": rows, "sgemm": sgemm,
-            "sgemm_processes": sgemm_processes, "benchmarks": data["benchmarks"],
+            "sgemm_processes": sgemm_processes, "sgemm_size": sgemm_size, "benchmarks": data["benchmarks"],
             "interrupted": bool(ours.get("interrupted")), "session_seconds": ours.get("session_seconds"),
             "compile_cache_misses": ours.get("compile_cache_misses")}
 
@@ -193,7 +194,8 @@ def groups_of(run):
     return sorted(groups, key=lambda group: (order.index(group[0]) if group[0] in order else 99, *group[1:]))
 
 
-def cpu_model(machine):
+def cpu_of(machine):
+    """The CPU a saved run's machine_info names (measure/machine.cpu_model() reads this machine's)."""
     cpu = machine.get("cpu") if isinstance(machine.get("cpu"), dict) else {}
     return machine.get("cpu_model") or cpu.get("brand_raw") or machine.get("processor") or "unknown CPU"
 

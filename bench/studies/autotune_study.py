@@ -31,15 +31,9 @@ BLOCK_S = 0.05
 # compared with the same options in mode "default". (Only the step is compiled and timed here.)
 AUTOTUNED = {"mode": "max-autotune-no-cudagraphs"}
 ROUNDS = 40  # 3 variants x 50 ms x 40 rounds: about 6 s of timing per batch size
-WORKER_TIMEOUT = 900  # seconds per batch size for one cold process (two compilations and the timing)
 
 
-def loadavg():
-    with open("/proc/loadavg") as f:
-        return f.read().split()[0]
-
-
-def worker(batch_sizes):
+def child(batch_sizes):
     """One cold process: compile, record picks, time. Returns its results (bench/launch/process.py
     writes them to --result)."""
     import torch
@@ -47,8 +41,9 @@ def worker(batch_sizes):
 
     import model
     from bench import backends
+    from bench.backends import EAGER
     from bench.backends import compile as compile_backend
-    from bench.measure import timing
+    from bench.measure import noise, timing
 
     picks = []
     original = select_algorithm.AlgorithmSelectorCache.log_results
@@ -88,19 +83,18 @@ def worker(batch_sizes):
         plain = compile_backend.Runner(state, **{**AUTOTUNED, "mode": "default"})
         plain.train_step(x, target)
         plain_compile_s = time.perf_counter() - t0
-        eager = backends.create("eager", state)
-        runners = {"eager": eager, "autotuned": tuned, "default": plain}
+        eager = backends.create(EAGER, state)
+        runners = {EAGER: eager, "autotuned": tuned, "default": plain}
         steps = {name: functools.partial(runner.train_step, x, target) for name, runner in runners.items()}
-        for step in steps.values():  # warm: a few steps each
-            for _ in range(3):
-                step()
+        for step in steps.values():
+            timing.warm(step)
         # calls per ~BLOCK_S block, sized from one step each
         block_calls = {name: timing.calls_per_block(timing.timed_block(step, 1), BLOCK_S, min_calls=1)
                        for name, step in steps.items()}
-        load_before = loadavg()
+        load_before = f"{noise.load_average():.2f}"  # as /proc/loadavg writes it
         blocks = timing.alternating_blocks(steps, block_calls, ROUNDS)
         per_step = {name: [sum(block) / len(block) for block in blocks[name]] for name in steps}
-        ratios = {name: [e / t for e, t in zip(per_step["eager"], per_step[name], strict=True)]
+        ratios = {name: [e / t for e, t in zip(per_step[EAGER], per_step[name], strict=True)]
                   for name in ("autotuned", "default")}
         out["batches"][str(batch_size)] = {
             "compile_s": round(compile_s, 2), "default_compile_s": round(plain_compile_s, 2),
@@ -110,7 +104,7 @@ def worker(batch_sizes):
             "speedup_quartiles": {name: statistics.quantiles(r, n=4)[::2] for name, r in ratios.items()},
             "autotuned_vs_default": statistics.median(
                 d / a for d, a in zip(per_step["default"], per_step["autotuned"], strict=True)),
-            "loadavg_before_timing": load_before, "loadavg_after_timing": loadavg(),
+            "loadavg_before_timing": load_before, "loadavg_after_timing": f"{noise.load_average():.2f}",
         }
     return out
 
@@ -120,6 +114,7 @@ def pick_signature(batch):
 
 
 def markdown(data):
+    cores = f"{data['cpu_count']} cores, " if data.get("cpu_count") else ""  # recorded where it was measured
     lines = ["# Does `compile`'s autotuned step depend on a lucky pick?", "",
              f"Command: `{data['command']}` (torch {data['torch']}, {data['cpu']}, "
              f"{data['runs'][0]['torch_threads']} torch threads)"
@@ -134,7 +129,7 @@ def markdown(data):
              "per-round ratios against eager, [lower quartile, upper quartile] beside them. The autotuned "
              "step "
              "compiles first in each process, so its compile time includes Inductor's one-time start-up.", "",
-             "**This machine is shared**: 2 cores, other engineers ran tests and builds on it during these "
+             f"**This machine is shared**: {cores}other engineers ran tests and builds on it during these "
              "measurements (load average beside each row). That is the situation the autotuner meets when "
              "it times kernels at compile time, so it is the situation this study measures.", "",
              "## Speed", "",
@@ -197,16 +192,16 @@ def parse_args(argv):
     parser.add_argument("--repeats", type=cli.positive, default=3)
     parser.add_argument("--batch-sizes", type=cli.positive_list, default="1,64,256")
     parser.add_argument("--out", type=cli.output_folder, default="results")
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--result", help=argparse.SUPPRESS)  # the worker's: where its results go
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)  # the child's: where its results go
     parser.add_argument("--verdict", default="", help="the conclusion written into autotune.md")
     parser.add_argument("--render", nargs="+", metavar="JSON",
                         help="no measuring: write autotune.md/.json from the runs in these autotune.json "
                              "files "
                              "(repeats made by separate invocations are concatenated)")
     args = parser.parse_args(argv)
-    if args.worker and not args.result:
-        raise cli.UsageError("--worker needs --result FILE")
+    if args.child and not args.result:
+        raise cli.UsageError("--child needs --result FILE")
     return args
 
 
@@ -217,8 +212,8 @@ def main(argv=None):
         print(f"python -m bench.autotune_study: error: {error}", file=sys.stderr)
         return 2
     batch_sizes = args.batch_sizes
-    if args.worker:
-        return process.child("bench.autotune_study", lambda: worker(batch_sizes), args.result)
+    if args.child:
+        return process.child("bench.studies.autotune_study", lambda: child(batch_sizes), args.result)
     if args.render:
         try:
             parts = [json.loads(Path(path).read_text()) for path in args.render]
@@ -241,10 +236,10 @@ def main(argv=None):
         with tempfile.TemporaryDirectory(prefix="autotune-cache-") as cache:
             try:
                 run = process.run("bench.studies.autotune_study",
-                                  ["--worker", "--batch-sizes", ",".join(map(str, batch_sizes))],
-                                  timeout=WORKER_TIMEOUT * len(batch_sizes),
+                                  ["--child", "--batch-sizes", ",".join(map(str, batch_sizes))],
+                                  timeout=process.CHILD_TIMEOUT * len(batch_sizes),  # per batch size
                                   env={"TORCHINDUCTOR_CACHE_DIR": cache})
-            except process.WorkerFailed as error:
+            except process.ChildFailed as error:
                 print(f"python -m bench.autotune_study: error: {error}", file=sys.stderr)
                 return 1
             runs.append(run)
@@ -252,7 +247,8 @@ def main(argv=None):
                                                  for b in batch_sizes))
     given = argv if argv is not None else sys.argv[1:]
     data = {"command": "python -m bench.autotune_study " + " ".join(given),
-            "torch": torch.__version__, "cpu": machine.cpu_model(), "batch_sizes": batch_sizes,
+            "torch": torch.__version__, "cpu": machine.cpu_model(), "cpu_count": os.cpu_count(),
+            "batch_sizes": batch_sizes,
             "block_s": BLOCK_S, "rounds": ROUNDS, "verdict": args.verdict, "runs": runs}
     return write(data, args.out)
 

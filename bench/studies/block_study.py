@@ -12,7 +12,6 @@ results/block_length.md and .json.
 """
 
 import argparse
-import itertools
 import json
 import os
 import statistics
@@ -21,7 +20,8 @@ import sys
 import torch
 
 import model
-from bench import backends, cli, files
+from bench import backends, cli, files, session
+from bench.backends import EAGER
 from bench.cli import Parser, UsageError
 from bench.measure import machine, noise, timing
 from bench.reporting.format import markdown_table
@@ -30,16 +30,9 @@ BLOCKS = [("one call", 1e-9), ("10 ms", 0.01), ("50 ms", 0.05), ("200 ms", 0.2)]
 
 
 def step_of(name, batch_size):
-    return warm_step(backends.create(name, model.make_net().state_dict()), batch_size)
-
-
-def warm_step(runner, batch_size):
-    """A call of one training step of `runner` on the pool's next batch, after five warm-up steps."""
-    batches = itertools.cycle(model.make_batch_pool(batch_size))
-    call = lambda: runner.train_step(*next(batches))  # noqa: E731
-    for _ in range(5):
-        call()
-    return call
+    """One training step of a fresh `name` runner on the batch pool's next batch, after five warm-up steps."""
+    runner = backends.create(name, model.make_net().state_dict())
+    return timing.warm(session.one_call(runner, "train", model.make_batch_pool(batch_size), "cpu"), calls=5)
 
 
 def sequential(call, baseline, seconds):
@@ -73,7 +66,7 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     results = []
     for name, batch_size in cells:
-        eager, call = step_of("eager", batch_size), step_of(name, batch_size)
+        eager, call = step_of(EAGER, batch_size), step_of(name, batch_size)
         row = {"backend": name, "batch_size": batch_size}
         monitor = noise.Monitor().start()
         for label, block in BLOCKS:

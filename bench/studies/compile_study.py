@@ -20,11 +20,11 @@ import time
 import torch
 
 import model
-from bench import backends, cli, files
+from bench import backends, cli, files, session
+from bench.backends import EAGER
 from bench.cli import Parser, UsageError
 from bench.measure import agreement, machine, noise, timing
 from bench.reporting.format import interval_text, markdown_table
-from bench.studies.block_study import warm_step
 
 NCHW = {"layout_optimization": False}  # Inductor keeps the Net's NCHW layout (on CPU it goes channels-last)
 
@@ -71,15 +71,17 @@ def measure(name, batch_size, seconds):
     row = {"variant": name, "batch_size": batch_size, "agreement": agreement.status(result)}
     if not result.passed:
         return row
-    call = warm_step(runner, batch_size)
-    eager = warm_step(backends.create("eager", model.make_net().state_dict()), batch_size)
-    load = os.getloadavg()[0]  # the machine's 1-minute load average
+    pool = model.make_batch_pool(batch_size)
+    call = timing.warm(session.one_call(runner, "train", pool, "cpu"), calls=5)
+    eager_runner = backends.create(EAGER, model.make_net().state_dict())
+    eager = timing.warm(session.one_call(eager_runner, "train", pool, "cpu"), calls=5)
+    load = noise.load_average()
     monitor = noise.Monitor().start()
     timing.settle_heap()
     with torch.compiler.set_stance("fail_on_recompile"):
         info = timing.summarize([timing.paired_blocks(call, eager, seconds=seconds)])
     row.update(speedup=[info["speedup"], info["speedup_low"], info["speedup_high"]],
-               load_average=[load, os.getloadavg()[0]], **monitor.stop())
+               load_average=[load, noise.load_average()], **monitor.stop())
     return row
 
 
@@ -87,11 +89,12 @@ def render(rows, command):
     lines = ["# What was tried to close torch.compile's gap to eager", "",
              f"- Command: `{command}`; torch {torch.__version__}, {torch.get_num_threads()} threads, "
              f"{machine.cpu_model()}.",
-             "- Training step; speedup = eager's time per step / the variant's, paired 50 ms blocks in one "
+             "- Training step; speedup = eager's time per step / the variant's, paired "
+             f"{timing.BLOCK_SECONDS * 1e3:.0f} ms blocks in one "
              "process (bench/measure/timing.py), median [95% interval]. Every variant passed the agreement "
-             "check "
-             "(20 steps against float64 at the batch size timed) before it was timed. Load average: the "
-             "machine's 1-minute load at the start and end of each cell (other processes share it).", ""]
+             f"check ({agreement.DEFAULT_STEPS} steps against float64 at the batch size timed) before it was "
+             "timed. Load average: the machine's 1-minute load at the start and end of each cell (other "
+             "processes share it).", ""]
     table = []
     for row in rows:
         if "speedup" in row:

@@ -47,7 +47,7 @@ def measure(backend, batch_size, cache_dir):
     try:
         row = process.run("bench.studies.compile_time_child", [backend, batch_size], timeout=CHILD_TIMEOUT,
                           env={"TORCHINDUCTOR_CACHE_DIR": cache_dir})
-    except process.WorkerFailed as error:
+    except process.ChildFailed as error:
         return {"error": str(error), "process_s": time.perf_counter() - start}
     row["process_s"] = time.perf_counter() - start
     return row

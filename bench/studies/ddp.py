@@ -37,7 +37,7 @@ from bench import backends, cli
 from bench.cli import Parser, UsageError, positive
 from bench.launch import process, torchrun
 from bench.runs import store
-from bench.studies.ddp_rank import CONFIGS, RankFailed, run_rank
+from bench.studies.ddp_rank import DDP_CONFIGS, RankFailed, run_rank
 from bench.studies.ddp_report import write_report
 
 PREFIX = "bench.ddp: "  # how this command's one-line errors begin, on every rank too
@@ -101,7 +101,7 @@ def parse(argv, under_torchrun=False):
     p.add_argument(
         "--batch-size", type=positive, default=64, help="global batch, split evenly over the ranks"
     )
-    p.add_argument("--backends", default="ddp-eager,ddp-compile", help=", ".join(CONFIGS))
+    p.add_argument("--backends", default="ddp-eager,ddp-compile", help=", ".join(DDP_CONFIGS))
     p.add_argument("--device", choices=backends.DEVICES, default="cpu")
     p.add_argument("--dist-backend", choices=["gloo", "nccl"], help="default: gloo on cpu, nccl on cuda")
     p.add_argument("--threads", type=positive, default=1, help="torch threads per rank")
@@ -117,7 +117,7 @@ def parse(argv, under_torchrun=False):
     p.add_argument("--result", help="internal: where rank 0 writes its results for the launcher")
     args = p.parse_args(argv)
     try:
-        args.backends = cli.parse_list(args.backends, "backend", CONFIGS)
+        args.backends = cli.parse_list(args.backends, "backend", DDP_CONFIGS)
     except ValueError as error:
         raise UsageError(f"--backends: {error}") from None
     args.dist_backend = args.dist_backend or ("nccl" if args.device == "cuda" else "gloo")

@@ -15,7 +15,7 @@ import model
 from bench.cli import UsageError
 from bench.measure import machine, timing
 
-CONFIGS = {"ddp-eager": False, "ddp-compile": True}  # name -> torch.compile the DDP module
+DDP_CONFIGS = {"ddp-eager": False, "ddp-compile": True}  # name -> torch.compile the DDP module
 # Profiler events that are communication: gloo's and NCCL's collectives and c10d's op wrappers.
 COMM_MARKERS = ("gloo", "nccl", "allreduce", "all_reduce", "c10d::")
 
@@ -192,7 +192,7 @@ def run_rank(args):
 
     part = {"benchmarks": [], "failed": []}
     for name in args.backends:
-        compiled = CONFIGS[name]
+        compiled = DDP_CONFIGS[name]
 
         def factory(state_dict, dev, dtype, compiled=compiled):
             return Runner(state_dict, device, dtype, compiled=compiled, fault=args.fault)
@@ -255,7 +255,8 @@ def benchmark_entry(name, args, world, measured, result):
     return {
         "group": f"ddp train {args.device} batch={args.batch_size}",
         "name": f"test_ddp_train_step[{args.device}-{args.batch_size}-{backend}]",
-        "fullname": f"bench/studies/ddp.py::test_ddp_train_step[{args.device}-{args.batch_size}-{backend}]",
+        # the path before bench/ddp.py moved to bench/studies/: a saved run's identity stays the same
+        "fullname": f"bench/ddp.py::test_ddp_train_step[{args.device}-{args.batch_size}-{backend}]",
         "params": params,
         "param": f"{args.device}-{args.batch_size}-{backend}",
         "extra_info": {

@@ -20,6 +20,7 @@ import torch
 
 import model
 from bench import backends, cli, files
+from bench.backends import EAGER
 from bench.measure import timing
 
 
@@ -32,10 +33,8 @@ def per_step_ms(step, rounds, synchronize):
 
 
 def eager_timing(state, x, target, rounds):
-    eager = backends.create("eager", state, device="cuda")
-    step = lambda: eager.train_step(x, target)  # noqa: E731
-    for _ in range(10):
-        step()
+    eager = backends.create(EAGER, state, device="cuda")
+    step = timing.warm(lambda: eager.train_step(x, target), calls=10)
     backends.synchronize("cuda")
     return {"eager_train_ms_synchronized": per_step_ms(step, rounds, synchronize=True),
             "eager_train_ms_unsynchronized": per_step_ms(step, rounds, synchronize=False)}
