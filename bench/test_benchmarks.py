@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from bench import backends
-from bench.launch.worker import one_call, warm
 from bench.measure import machine, timing
-from bench.session import FirstCalls
+from bench.measure.timing import warm
+from bench.session import FirstCalls, one_call
 
 
 def mode(name):
@@ -76,13 +76,13 @@ def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, devic
     benchmark.extra_info.update(backend=backend, mode=mode_name, device=device, batch_size=batch_size,
                                 flops=flops, threads=threads, torch=torch.__version__)
     if getattr(benchmark, "disabled", True):  # --benchmark-disable: one untimed call here, as a test
-        cell = runner_cache.get(backend, device, batch_size)
+        prepared = runner_cache.get(backend, device, batch_size)
         pool = runner_cache.pool(device, batch_size)
-        warm(one_call(FirstCalls(cell), mode_name, pool, device))
-        benchmark.extra_info.update(batch_pool=len(pool), **cell.agreement)
+        warm(one_call(FirstCalls(prepared), mode_name, pool, device))
+        benchmark.extra_info.update(batch_pool=len(pool), **prepared.agreement)
         # as around the timed rounds (bench/launch/worker.py)
         with torch.compiler.set_stance("fail_on_recompile"):
-            result = benchmark(one_call(cell.runner, mode_name, pool, device))
+            result = benchmark(one_call(prepared.runner, mode_name, pool, device))
         assert torch.isfinite(result).all(), f"{backend} produced non-finite values"
     else:
         info, call_times = measured_info(measurements.group(threads, device, batch_size), backend, mode_name)

@@ -30,9 +30,8 @@ NCHW = {"layout_optimization": False}  # Inductor keeps the Net's NCHW layout (o
 
 
 def variant(config, what="as configured", **changes):
-    """(module, Runner options, what it changes): configuration `config` with `changes` to its options."""
-    module_name, options = backends.CONFIGS[config]
-    return module_name, {**options, **changes}, what
+    """(configuration, its Runner options with `changes`, what they change)."""
+    return config, {**backends.CONFIGS[config][1], **changes}, what
 
 
 VARIANTS = {
@@ -53,13 +52,10 @@ VARIANTS = {
 
 
 def runner_factory(name):
-    module_name, options, _ = VARIANTS[name]
+    config, options, _ = VARIANTS[name]
 
     def factory(state_dict, device, dtype):
-        import importlib
-
-        module = importlib.import_module(f"bench.backends.{module_name}")
-        return module.Runner(state_dict, device=device, dtype=dtype, **options)
+        return backends.create(config, state_dict, device, dtype, **options)
     return factory
 
 

@@ -153,8 +153,7 @@ def ort_ops(state, x, target, steps, folder, name="onnxruntime"):
     `name` (after a warm-up)."""
     runner = backends.create(name, state, "cpu", profile_prefix=os.path.join(folder, "ort"))
     try:
-        for _ in range(WARMUP_STEPS):
-            runner.train_step(x, target)
+        timing.warm(functools.partial(runner.train_step, x, target), WARMUP_STEPS)
         wall = timing.timed_block(functools.partial(runner.train_step, x, target), steps)
         path = runner.train_session.end_profiling()
         with open(path, encoding="utf-8") as f:
@@ -180,8 +179,7 @@ def profile_backend(name, batch_sizes, steps, folder):
         for batch in batch_sizes:
             x, target = model.make_batch(batch)
             step = functools.partial(plain.train_step, x, target)
-            for _ in range(WARMUP_STEPS):
-                step()
+            timing.warm(step, WARMUP_STEPS)
             timing.settle_heap()
             benchmarked_wall[batch] = statistics.median(round_means(step, steps, sum(TIMING_ROUNDS)))
         del plain
