@@ -113,7 +113,7 @@ def render(runs, cells, totals):
         "in one process per cell.",
         "",
         "<!-- summary:start -->",
-        f"| target (issues 12 and 19, {len(runs)} runs of the main command) | measured | answer |",
+        f"| target ({len(runs)} runs of the main command) | measured | answer |",
         "|---|---|---|",
         *summary_rows,
         "",
