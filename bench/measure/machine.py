@@ -64,6 +64,11 @@ def compiler_version():
     return f"{compiler}: {out.splitlines()[0] if out else ''}"
 
 
+# The packages whose versions a run records (and the reports show).
+PACKAGES = ["torch", "triton", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy",
+            "pytest-benchmark"]
+
+
 @functools.cache
 def machine_info():
     """Versions and hardware behind a run, saved with every benchmark run."""
@@ -76,7 +81,6 @@ def machine_info():
         "cuda_device": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
         "cuda": torch.version.cuda,
     }
-    packages = ["torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy", "pytest-benchmark"]
-    for package in packages:
+    for package in PACKAGES:
         info[package] = package_version(package)
     return info

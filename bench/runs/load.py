@@ -14,14 +14,13 @@ from datetime import datetime
 
 from bench import backends as configs
 from bench.backends import EAGER
-from bench.measure import noise
+from bench.measure import machine, noise
 from bench.session import MODES
 
 KNOWN_MODES = set(MODES) | {"sgemm"}
 DEFAULT_STORAGE = os.path.join("results", "benchmarks")
 DEFAULT_OUT = "results"  # where the reports on the saved runs are written
-VERSION_KEYS = ["python", "torch", "onnx", "onnxruntime", "onnxruntime-gpu", "onnxscript", "numpy",
-                "pytest-benchmark", "c++", "cuda"]
+VERSION_KEYS = ["python", *machine.PACKAGES, "c++", "cuda"]  # in the order the reports print them
 
 
 class RunError(Exception):
