@@ -17,7 +17,7 @@ import time
 
 import pytest
 
-from bench.launch.torchrun import failure_summary, free_port, torchrun_command
+from bench.launch.torchrun import failure_summary, free_port, launch, torchrun_command
 from bench.runs import load, store
 from bench.studies import ddp
 
@@ -151,6 +151,21 @@ def test_the_command_saves_a_run_the_report_reads(runs):
     # a second save never replaces the first
     second = store.save_run(os.path.join(out, "ddp"), [])
     assert os.path.basename(second).startswith("0002_") and os.path.exists(path)
+
+
+def test_a_launch_past_its_timeout_stops_torchrun_and_every_rank(tmp_path, monkeypatch):
+    """A hung world: the launch returns its one line at the timeout, and no rank is left running
+    (a rank left behind would keep the stderr pipe, and so the launcher, waiting)."""
+    marker = f"hung_rank_{os.getpid()}"
+    (tmp_path / f"{marker}.py").write_text("import time\ntime.sleep(150)\n")  # outlasts timeout + STOP_BOUND
+    paths = [str(tmp_path), os.environ.get("PYTHONPATH")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, paths)))
+    start = time.perf_counter()
+    status, error, data = launch(marker, [], world=2, threads=1, prefix="x: ", timeout=20)
+    assert (status, data) == (1, None) and error == "world size 2: no result within 20 s; stopped"
+    assert time.perf_counter() - start < 20 + STOP_BOUND
+    left = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout.split()
+    assert not left, f"ranks still running: {left}"
 
 
 # torchrun's summary when rank 1 aborted at exit and torchrun then stopped rank 0 (trimmed)

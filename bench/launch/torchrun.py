@@ -15,7 +15,8 @@ import tempfile
 
 from bench.launch import process
 
-LAUNCH_TIMEOUT = 600  # seconds for one torchrun launch, compile included; then it is killed
+LAUNCH_TIMEOUT = 600  # seconds for one torchrun launch, compile included; then it is stopped
+STOP_TIMEOUT = 60  # seconds torchrun has to stop its ranks (it gives them 30 s before SIGKILL)
 # What a rank says when another rank went away first (gloo, NCCL): a consequence, not the cause.
 PEER_LOST = r"Connection (reset|closed) by peer|remote worker|NCCL communicator was aborted"
 
@@ -55,14 +56,27 @@ def launch(module, arguments, world, threads, prefix, port=None, timeout=LAUNCH_
         result = os.path.join(folder, f"world{world}.json")
         command = torchrun_command(port or free_port(), module, [*arguments, "--result", result], nproc=world)
         proc = subprocess.Popen(command, env=env, stdout=sys.stdout, stderr=subprocess.PIPE, text=True)
+
+        def stop():
+            # SIGTERM, not SIGKILL: torchrun's agent then stops its ranks (each in a session of its
+            # own, out of reach of a signal to torchrun's group). A rank left behind would hold the
+            # stderr pipe open, and this wait with it, and keep its cores busy.
+            proc.terminate()
+            try:
+                proc.communicate(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
         try:
             _, err = proc.communicate(timeout=timeout)
             status = proc.returncode
             error = f"world size {world}: " + failure_summary(err, prefix) if status else None
         except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+            stop()
             status, error = 1, f"world size {world}: no result within {timeout} s; stopped"
+        except BaseException:
+            stop()
+            raise
         try:
             data = process.read_result(result)
         except FileNotFoundError:
