@@ -219,7 +219,7 @@ def test_cuda_timing_waits_for_the_device(monkeypatch):
     assert events == ["step"]
 
 
-@pytest.mark.parametrize("command", ["report", "agreement", "profile", "compile_time"])
+@pytest.mark.parametrize("command", ["report", "agreement", "profile", "compile_time", "draw_net"])
 def test_commands_refuse_an_out_folder_they_cannot_write_before_any_work(tmp_path, capsys, command):
     import importlib
 

@@ -408,7 +408,7 @@ def test_malformed_benchmarks_are_skipped_with_one_line(tmp_path, capsys):
     assert report.main(["--storage", str(storage), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3 and all(line.startswith("warning: skipping ") for line in err[:2]), err
-    assert err[2].startswith("report: no complete benchmark runs")
+    assert err[2].startswith("python -m bench.report: error: no complete benchmark runs")
 
 
 

@@ -29,6 +29,7 @@ import sys
 
 import numpy as np
 
+from bench import cli
 from bench.backends import EAGER
 from bench.measure.timing import CONFIDENCE, hierarchical_medians
 from bench.reporting.format import display_path, threads_text
@@ -164,7 +165,7 @@ def agreement_failures(run):
 
 def main(argv=None):
     doc = __doc__.split("\n\n")
-    parser = argparse.ArgumentParser(prog="python -m bench.compare", description=doc[0] + "\n\n" + doc[2],
+    parser = cli.Parser(prog="python -m bench.compare", description=doc[0] + "\n\n" + doc[2],
                                      epilog=doc[3], formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("baseline", nargs="?", help="baseline run: NNNN prefix or JSON path "
                         "(default: the run before the latest)")
@@ -173,14 +174,13 @@ def main(argv=None):
                         help="flag a backend whose speedup against eager fell by more than this, with "
                         "the change's interval above 0 (default: %(default)s)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="saved runs (default: %(default)s)")
-    args = parser.parse_args(argv)
-    if not args.threshold >= 0 or args.threshold == float("inf"):
-        print(f"compare: --threshold must be a finite number >= 0, got {args.threshold}", file=sys.stderr)
-        return 2
     try:
+        args = parser.parse_args(argv)
+        if not args.threshold >= 0 or args.threshold == float("inf"):
+            raise cli.UsageError(f"--threshold must be a finite number >= 0, got {args.threshold}")
         base, cand = pick_runs([n for n in (args.baseline, args.candidate) if n], args.storage)
-    except RunError as error:
-        print(f"compare: {error}", file=sys.stderr)
+    except (cli.UsageError, RunError) as error:
+        print(f"python -m bench.compare: error: {error}", file=sys.stderr)
         return 2
     regressions = compare_runs(base, cand, args.threshold)
     disagreeing = agreement_failures(cand)

@@ -11,7 +11,6 @@ run and device. Only REPORT.md and the chart PNGs in --out are written, each ato
 nothing else in results/ is touched.
 """
 
-import argparse
 import os
 import sys
 
@@ -81,21 +80,22 @@ def write_report(run, out):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
+    parser = cli.Parser(prog="python -m bench.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("run", nargs="?", help="run to report: path to its JSON or its NNNN prefix "
                         "(default: the latest in --storage)")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help="saved runs (default: %(default)s)")
     parser.add_argument("--out", type=cli.output_folder, default=DEFAULT_OUT,
                         help="where REPORT.md and charts go (default: %(default)s)")
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)
         run = find_run(args.run, args.storage) if args.run else require_runs(args.storage)[-1]
         written = write_report(run, args.out)
-    except RunError as error:
-        print(f"report: {error}", file=sys.stderr)
+    except (cli.UsageError, RunError) as error:
+        print(f"python -m bench.report: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"report: cannot write to --out {args.out}: {error.strerror or error}", file=sys.stderr)
+        print(f"python -m bench.report: error: cannot write to --out {args.out}: {error.strerror or error}",
+              file=sys.stderr)
         return 2
     print(f"report of {display_path(run['path'])}: wrote {', '.join(display_path(p) for p in written)}")
     return 0

@@ -9,7 +9,6 @@ tensor shapes on the edges). Nothing is typed by hand: every op, shape and param
 from running the Net and its loss once under a torch function mode that records each call.
 """
 
-import argparse
 import os
 import sys
 
@@ -17,6 +16,7 @@ import torch
 from torch.overrides import TorchFunctionMode
 
 import model
+from bench import cli
 from bench.files import write_atomic
 
 TUTORIAL_NAMES = {"max_pool2d": "maxpool2d", "mse_loss": "MSELoss"}  # the tutorial's spelling
@@ -193,9 +193,14 @@ def draw_graph(input_shape, target_shape, ops, path):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m bench.draw_net", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", default="results", help="folder for the PNGs (default: %(default)s)")
-    args = parser.parse_args(argv)
+    parser = cli.Parser(prog="python -m bench.draw_net", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=cli.output_folder, default="results",
+                        help="folder for the PNGs (default: %(default)s)")
+    try:
+        args = parser.parse_args(argv)
+    except cli.UsageError as error:
+        print(f"python -m bench.draw_net: error: {error}", file=sys.stderr)
+        return 2
     import matplotlib
     matplotlib.use("Agg")
 
