@@ -26,7 +26,6 @@ from pathlib import Path
 from bench import cli, files
 from bench.launch import process
 
-BLOCK_S = 0.05
 # The configuration studied: `compile`'s training step as it was until this study (bf7568f), autotuned;
 # compared with the same options in mode "default". (Only the step is compiled and timed here.)
 AUTOTUNED = {"mode": "max-autotune-no-cudagraphs"}
@@ -88,8 +87,8 @@ def child(batch_sizes):
         steps = {name: functools.partial(runner.train_step, x, target) for name, runner in runners.items()}
         for step in steps.values():
             timing.warm(step)
-        # calls per ~BLOCK_S block, sized from one step each
-        block_calls = {name: timing.calls_per_block(timing.timed_block(step, 1), BLOCK_S, min_calls=1)
+        # calls per block of the benchmarks' length, sized from one step each
+        block_calls = {name: timing.calls_per_block(timing.timed_block(step, 1), min_calls=1)
                        for name, step in steps.items()}
         load_before = f"{noise.load_average():.2f}"  # as /proc/loadavg writes it
         blocks = timing.alternating_blocks(steps, block_calls, ROUNDS)
@@ -125,7 +124,8 @@ def markdown(data):
              "training step), and Inductor's autotuner picks a "
              "kernel for each GEMM by timing the candidates at compile time. Right after compiling, the "
              "process times eager, the autotuned step and the same step compiled with mode `default` in "
-             f"alternating ~{BLOCK_S * 1e3:.0f} ms blocks ({ROUNDS} rounds); speedups are medians of the "
+             f"alternating ~{data['block_s'] * 1e3:.0f} ms blocks ({data['rounds']} rounds); speedups are "
+             "medians of the "
              "per-round ratios against eager, [lower quartile, upper quartile] beside them. The autotuned "
              "step "
              "compiles first in each process, so its compile time includes Inductor's one-time start-up.", "",
@@ -229,7 +229,7 @@ def main(argv=None):
         return write(data, args.out)
     import torch
 
-    from bench.measure import machine
+    from bench.measure import machine, timing
 
     runs = []
     for i in range(args.repeats):
@@ -249,7 +249,7 @@ def main(argv=None):
     data = {"command": "python -m bench.autotune_study " + " ".join(given),
             "torch": torch.__version__, "cpu": machine.cpu_model(), "cpu_count": os.cpu_count(),
             "batch_sizes": batch_sizes,
-            "block_s": BLOCK_S, "rounds": ROUNDS, "verdict": args.verdict, "runs": runs}
+            "block_s": timing.BLOCK_SECONDS, "rounds": ROUNDS, "verdict": args.verdict, "runs": runs}
     return write(data, args.out)
 
 
