@@ -144,18 +144,18 @@ class RunnerCache:
         from bench.measure import agreement
 
         self.progress(f"{device} batch {batch_size}: checking {', '.join(created)} against float64 eager "
-                 f"for {agreement.DEFAULT_STEPS} steps (the first steps compile)")
+                      f"for {agreement.DEFAULT_STEPS} steps (the first steps compile)")
         start = time.perf_counter()
         extra = {name: (lambda state, dev, dtype, one=one: FirstCalls(one)) for name, one in created.items()}
         for result in agreement.check([], device=device, steps=agreement.DEFAULT_STEPS, batch_size=batch_size,
                                       seed=AGREEMENT_SEED, extra=extra):
             prepared = created[result.backend]
             prepared.agreement = {"agreement": agreement.status(result),
-                              "agreement_max_abs_error": result.max_abs_error,
-                              "agreement_worst_rmse_ratio": result.worst_rmse_ratio,
-                              "agreement_worst_max_ratio": result.worst_max_ratio,
-                              "agreement_steps": agreement.DEFAULT_STEPS,
-                              "agreement_batch_size": batch_size}
+                                  "agreement_max_abs_error": result.max_abs_error,
+                                  "agreement_worst_rmse_ratio": result.worst_rmse_ratio,
+                                  "agreement_worst_max_ratio": result.worst_max_ratio,
+                                  "agreement_steps": agreement.DEFAULT_STEPS,
+                                  "agreement_batch_size": batch_size}
         verdicts = ", ".join(f"{name} {one.agreement['agreement']}" for name, one in created.items())
         seconds = time.perf_counter() - start
         self.progress(f"{device} batch {batch_size}: agreement checked in {seconds:.1f} s: {verdicts}")
