@@ -24,21 +24,17 @@ from bench.backends import EAGER
 from bench.launch import process
 from bench.measure import memory, noise, timing
 from bench.measure.timing import warm
-from bench.session import one_call
+from bench.session import AGREEMENT_SEED, FirstCalls, RunnerCache, one_call
 
 TWIN_OFFSET = 0.5  # the A/A's second eager runner starts half the batch pool away
 
 
 def second_eager(device):
     """The A/A's other side: an eager runner of its own, from its own copy of the start weights."""
-    from bench.session import AGREEMENT_SEED
-
     return backends.create(EAGER, model.make_net(seed=AGREEMENT_SEED).state_dict(), device=device)
 
 
 def measure_cells(names, modes, device, batch_size, seconds, progress):
-    from bench.session import FirstCalls, RunnerCache
-
     held = list(dict.fromkeys([EAGER, *names]))
     cache = RunnerCache(check_agreement=True, selected=held, progress=progress)
     prepared = {name: cache.get(name, device, batch_size) for name in held}
