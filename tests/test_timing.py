@@ -77,17 +77,28 @@ def test_a_block_holds_several_calls_at_every_batch_size(clock):
     assert info["pairs"] >= timing.MIN_PAIRS
 
 
-def test_the_hierarchical_interval_covers_a_per_process_offset():
+def test_the_process_interval_covers_a_per_process_offset():
     """Three processes read 2.0, 2.0 and 2.4, each tightly: the interval of the pairs pooled as one
-    process is narrow and misses a fresh process's 2.4; resampling processes first covers it."""
+    process is narrow and misses a fresh process's 2.4; the t interval over processes covers it."""
     rng = np.random.default_rng(0)
     processes = [level + 0.02 * rng.standard_normal(30) for level in (2.0, 2.0, 2.4)]
     pooled = timing.median_interval(np.concatenate(processes))
-    median, low, high = timing.hierarchical_interval(processes)
+    median, low, high = timing.process_interval(processes)
     assert pooled[2] < 2.3  # within-process intervals do not cover the odd process
     assert low <= 2.0 and high >= 2.35 and low <= median <= high
-    one = timing.hierarchical_interval(processes[:1])  # one process: the pairs' own bootstrap
+    one = timing.process_interval(processes[:1])  # one process: the pairs' own bootstrap
     assert one[2] - one[1] < 0.05
+
+
+def test_the_change_interval_holds_zero_for_the_same_processes_and_not_for_a_20_percent_slowdown():
+    rng = np.random.default_rng(1)
+    base = [level + 0.01 * rng.standard_normal(20) for level in (2.0, 2.04, 1.97, 2.02)]
+    same = [group * 1.0 for group in base[::-1]]
+    slower = [group / 1.2 for group in base]
+    low, high = timing.change_interval(base, same)
+    assert low < 0 < high
+    low, high = timing.change_interval(base, slower)
+    assert 0.1 < low < 0.2 < high < 0.3
 
 
 def test_replayed_rounds_are_the_recorded_call_times():

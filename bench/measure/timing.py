@@ -10,12 +10,12 @@ Blocks, not single calls: alternating call by call puts the other backend's data
 before every call and reads a different ratio (results/block_length.md measures it). A block
 holds at least MIN_BLOCK_CALLS calls, at every batch size.
 
-Part of the noise is fixed for the life of a process (its placement and memory layout; the
-process spread in results/calibration.md shows how far one process's median can sit from
-another's), so a run times each cell in several worker processes (bench/launch/worker.py) and
-the speedup is the median of all their pairs, with a hierarchical bootstrap 95% interval:
-resample the processes, then the pairs within each, so the interval covers the spread between
-processes as well as within one.
+Part of the noise is fixed for the life of a process (its placement and memory layout, the
+machine's phase while it ran), so a run times each cell in several worker processes, spread over
+the run (bench/session.py), and the processes are the independent units: each gives one median
+of its pairs, the speedup is their geometric mean, and its 95% interval is Student's t over
+their logarithms (Kalibera and Jones's top level; docs/method.md says why and how it was
+calibrated). One process alone gets the bootstrap interval of its own pairs.
 
 `paired_blocks` is the measurement (it returns data); `record` hands the per-call times of the
 timed side to pytest-benchmark as its rounds, so its statistics and saved runs hold them.
@@ -29,17 +29,18 @@ import time
 
 import numpy as np
 import torch
+from scipy import stats
 
 from bench import backends
 
 BLOCK_SECONDS = 0.05
-PAIRED_SECONDS = 2.0  # both sides together, per benchmark, over all its processes
+PAIRED_SECONDS = 1.2  # both sides together, per benchmark, over all its processes
 MIN_PAIRS = 6  # per process: whole E B | B E cycles, enough to bootstrap within it
 OVERRUN = 3  # a process stops pairing, after whole cycles and MIN_PAIRS, past OVERRUN x its budget
 MIN_BLOCK_CALLS = 3  # several calls per block at every batch size (one call per block reads cache effects)
 WARMUP_CALLS = 3  # untimed calls before timing: the first compiles or allocates, when nothing did before
 CONFIDENCE = 0.95
-RESAMPLES = 4000
+RESAMPLES = 4000  # bootstrap resamples of one process's pairs
 
 
 def seconds_per_call(call, budget=0.02):
@@ -110,29 +111,27 @@ def median_interval(ratios, confidence=CONFIDENCE, resamples=RESAMPLES, seed=0):
     return float(np.median(values)), float(low), float(high)
 
 
-def hierarchical_medians(groups, resamples=RESAMPLES // 2, seed=0):
-    """Bootstrap medians of ratios grouped by process: each resample draws the processes with
-    replacement, then the pairs within each drawn process, and takes the median of what it drew."""
-    groups = [np.asarray(group, dtype=float) for group in groups if len(group)]
-    rng = np.random.default_rng(seed)
-    medians = np.empty(resamples)
-    for i in range(resamples):
-        drawn = [groups[p] for p in rng.integers(0, len(groups), len(groups))]
-        medians[i] = np.median(np.concatenate([group[rng.integers(0, group.size, group.size)]
-                                               for group in drawn]))
-    return medians
-
-
-def hierarchical_interval(groups, confidence=CONFIDENCE, resamples=RESAMPLES // 2, seed=0):
-    """(median, low, high) over ratios grouped by process: the median of all of them, and the
-    percentile interval of hierarchical_medians. With one process it is median_interval's; with
-    several, a process that reads apart from the others widens the interval, as a new process would."""
+def process_interval(groups, confidence=CONFIDENCE):
+    """(speedup, low, high) over ratios grouped by process: the geometric mean of the processes'
+    medians and Student's t interval over their logarithms, the processes being the independent
+    units (with one process: median_interval of its pairs)."""
     groups = [group for group in groups if len(group)]
-    if not groups:
-        return math.nan, math.nan, math.nan
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(hierarchical_medians(groups, resamples, seed), [tail, 1 - tail])
-    return float(np.median(np.concatenate(groups))), float(low), float(high)
+    if len(groups) < 2:
+        return median_interval(groups[0] if groups else [], confidence)
+    logs = np.log([np.median(group) for group in groups])
+    half = stats.t.ppf((1 + confidence) / 2, logs.size - 1) * logs.std(ddof=1) / math.sqrt(logs.size)
+    return tuple(float(math.exp(logs.mean() + d)) for d in (0.0, -half, half))
+
+
+def change_interval(base_groups, cand_groups, confidence=CONFIDENCE):
+    """(low, high) of base speedup / candidate speedup - 1 from two runs' ratios grouped by process:
+    Welch's t interval on the difference of the mean log process medians."""
+    base, cand = (np.log([np.median(g) for g in groups if len(g)]) for groups in (base_groups, cand_groups))
+    va, vb = base.var(ddof=1) / base.size, cand.var(ddof=1) / cand.size
+    df = (va + vb) ** 2 / (va**2 / (base.size - 1) + vb**2 / (cand.size - 1)) if va + vb > 0 else 1.0
+    half = stats.t.ppf((1 + confidence) / 2, df) * math.sqrt(va + vb)
+    diff = base.mean() - cand.mean()
+    return math.expm1(diff - half), math.expm1(diff + half)
 
 
 def alternating_blocks(calls, block_calls, rounds, keep_going=None):
@@ -185,11 +184,11 @@ def pair_ratios(blocks):
 
 
 def summarize(processes):
-    """The extra_info entries of one cell from its processes' paired_blocks: the speedup (median of
-    every pair, hierarchical interval), and the backend's and eager's time per call inside those
+    """The extra_info entries of one cell from its processes' paired_blocks: the speedup and its
+    interval over processes (process_interval), and the backend's and eager's time per call inside those
     same pairs (their medians over all pairs), so a row's time agrees with its speedup."""
     ratios = [pair_ratios(blocks) for blocks in processes]
-    median, low, high = hierarchical_interval(ratios)
+    median, low, high = process_interval(ratios)
     mine = [b / p["block_calls"] for p in processes for b in p["call_blocks"]]
     eager = [b / p["baseline_block_calls"] for p in processes for b in p["baseline_blocks"]]
     return {"speedup": median, "speedup_low": low, "speedup_high": high,

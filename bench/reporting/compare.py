@@ -8,11 +8,12 @@ On a noisy or shared machine the absolute times of two runs drift together, so t
 each backend's speedup against eager in its own run (paired; see bench/measure/timing.py), cell by cell
 (mode, device, batch size, thread count). Part of the noise is fixed per process, so the rule
 works on processes: the change (baseline speedup over candidate speedup, minus 1) gets a 95%
-interval from a bootstrap that resamples each run's worker processes, then the pairs within
-them. A backend has regressed when its median speedup fell by more than --threshold (default
-10%) and that interval lies wholly above 0; the exit status is then 1, else 0. A candidate with
-an agreement FAIL (its numbers disagree with float64, bench/measure/agreement.py) also exits 1. A change
-past the threshold whose interval reaches 0 is printed as undecided, not judged; so is every
+interval from Welch's t over each run's worker processes (their log medians), the units each
+run's own interval is made of. A backend has regressed when its median speedup fell by more
+than --threshold (default 10%) and that interval lies wholly above 0; the exit status is then
+1, else 0. A candidate with an agreement FAIL (its numbers disagree with float64,
+bench/measure/agreement.py) also exits 1. A change past the threshold whose interval reaches 0
+is printed as undecided, not judged; so is every
 change between runs that timed a cell in one process only (runs saved before worker processes,
 or --quick): one process cannot tell a regression from its own luck. Eager itself cannot be
 judged this way (a slower eager makes every other backend look better); its times are printed
@@ -27,11 +28,9 @@ saved one with `pytest bench --benchmark-only --benchmark-compare=0001
 import argparse
 import sys
 
-import numpy as np
-
 from bench import cli
 from bench.backends import EAGER
-from bench.measure.timing import CONFIDENCE, hierarchical_medians
+from bench.measure.timing import change_interval
 from bench.reporting.format import display_path, threads_text
 from bench.runs.load import (
     DEFAULT_STORAGE,
@@ -65,15 +64,6 @@ def pick_runs(names, storage):
         return find_run(names[0], storage), require_runs(storage)[-1]
     runs = require_runs(storage, 2)
     return runs[-2], runs[-1]
-
-
-def change_interval(base_ratios, cand_ratios, confidence=CONFIDENCE):
-    """(low, high) of the change base speedup / candidate speedup - 1, from both runs' pair ratios
-    grouped by process, each resampled hierarchically (processes, then pairs)."""
-    changes = hierarchical_medians(base_ratios, seed=1) / hierarchical_medians(cand_ratios, seed=2) - 1
-    tail = (1 - confidence) / 2
-    low, high = np.quantile(changes, [tail, 1 - tail])
-    return float(low), float(high)
 
 
 def judge(base, cand, key, threshold):
