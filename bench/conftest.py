@@ -2,6 +2,7 @@
 how saved runs are marked (interrupted, duration), the report refreshed after a saved run, and the
 session fixtures. The run's state lives in bench/session.py, saving runs in bench/runs/store.py."""
 
+import contextlib
 import os
 import time
 
@@ -10,13 +11,14 @@ import pytest
 from bench import backends, cli, files
 from bench.measure import machine, timing
 from bench.runs.store import protect_saved_runs
-from bench.session import BATCH_SIZES, MODES, Measurements, RunnerCache, all_cores, terminal_progress
+from bench.session import BATCH_SIZES, MODES, Measurements, RunnerCache, all_cores
 
 
 def pytest_addoption(parser):
     group = parser.getgroup("lenet-bench")
     group.addoption("--backends", default=",".join(backends.DEFAULT_CONFIGS),
-                    help=f"comma-separated backends; choices: {', '.join(backends.CONFIGS)}")
+                    help="comma-separated backends, or 'all' (default: %(default)s); choices: "
+                         f"{', '.join(backends.CONFIGS)}")
     group.addoption("--batch-sizes", default=",".join(map(str, BATCH_SIZES)),
                     help="comma-separated positive batch sizes (default: %(default)s)")
     group.addoption("--devices", default=",".join(backends.DEVICES),
@@ -33,12 +35,15 @@ def pytest_addoption(parser):
     group.addoption("--quick", action="store_true",
                     help="a fast look: one process, one thread count (the first of --threads, else 1), "
                          f"{QUICK_PAIRED_SECONDS:g} s of pairing unless --paired-seconds says otherwise")
+    group.addoption("--inherit-environ", default="",
+                    help="comma-separated environment variables the worker processes get besides the few "
+                         "they need (bench/launch/process.py PASSED), e.g. OMP_PROC_BIND")
     group.addoption("--paired-seconds", default=None,
                     help="seconds of paired timing per benchmark, eager's blocks and the backend's "
                          f"together, over all its processes (default: {timing.PAIRED_SECONDS:g})")
 
 
-PROCESSES = 3  # pyperf's fast mode never uses fewer
+PROCESSES = 3  # the fewest a Student t interval over processes is worth having (docs/method.md)
 QUICK_PAIRED_SECONDS = 1.0
 
 
@@ -55,6 +60,8 @@ def option_list(config, option, choices=None):
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark has made its session
 def pytest_configure(config):
+    if config.getoption("backends").strip() == "all":
+        config.option.backends = ",".join(backends.CONFIGS)
     selection = {
         "backend": option_list(config, "backends", backends.CONFIGS),
         "batch_size": option_list(config, "batch_sizes"),
@@ -89,6 +96,7 @@ def pytest_configure(config):
 
 
 SELECTION = pytest.StashKey[dict]()
+MEASUREMENTS = pytest.StashKey[Measurements]()
 PAIRED_SECONDS = pytest.StashKey[float]()
 PROCESS_COUNT = pytest.StashKey[int]()
 
@@ -119,6 +127,9 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
     output_json["lenet_bench"] = {"interrupted": bool(INTERRUPTED_RUNS), "benchmarks_saved": len(benchmarks),
                                   "session_seconds": round(time.perf_counter() - SESSION_START[0], 1),
                                   "compile_cache_misses": misses}
+    measurements = config.stash.get(MEASUREMENTS, None)
+    if measurements is not None and measurements.groups is not None:  # where the run's time went
+        output_json["lenet_bench"]["workers"] = measurements.worker_log()
 
 
 def pytest_sessionfinish(session, exitstatus):
@@ -128,12 +139,37 @@ def pytest_sessionfinish(session, exitstatus):
     for path in getattr(storage, "saved", []):
         from bench.reporting import report
 
+        SAVED_RUNS.append((str(path), str(storage.path.parent)))
         if INTERRUPTED_RUNS:
             print(f"\nlenet-bench: the run was interrupted; {path} is kept and marked interrupted, "
                   "and results/REPORT.md still shows the last complete run "
                   f"(`python -m bench.report {os.path.basename(str(path))[:4]}` reports this one)")
             continue
         report.main([str(path), "--storage", str(storage.path), "--out", str(storage.path.parent)])
+
+
+SAVED_RUNS = []  # (saved run, report folder) of this session, for the closing table
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-benchmark's own tables: the answer is the last thing shown
+def pytest_terminal_summary(terminalreporter):
+    from bench.reporting.answer import closing_lines
+    from bench.runs.load import read_run
+
+    def shown(path):  # as the user can open it from where they ran pytest
+        relative = os.path.relpath(path)
+        return path if relative.startswith("..") else relative
+
+    for path, folder in SAVED_RUNS:
+        try:
+            run = read_run(path)
+        except ValueError:
+            continue
+        terminalreporter.section("lenet-bench: the answer")
+        for line in closing_lines(run):
+            terminalreporter.write_line(line)
+        report = "" if INTERRUPTED_RUNS else f"report: {shown(os.path.join(folder, 'REPORT.md'))}; "
+        terminalreporter.write_line(f"{report}saved run: {shown(path)}")
 
 
 def pytest_generate_tests(metafunc):
@@ -153,6 +189,20 @@ def pytest_benchmark_update_machine_info(config, machine_info):
     machine_info.update(machine.machine_info())
 
 
+def terminal_progress(config):
+    """A function that prints one progress line to the terminal while tests run, past pytest's capture."""
+    terminal = config.pluginmanager.get_plugin("terminalreporter")
+    capture = config.pluginmanager.get_plugin("capturemanager")
+
+    def progress(text):
+        if terminal is None:
+            return
+        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+            terminal.write_line(f"lenet-bench: {text}")
+    return progress
+
+
+
 @pytest.fixture(scope="session")
 def runner_cache(request):
     config = request.config
@@ -165,5 +215,10 @@ def runner_cache(request):
 @pytest.fixture(scope="session")
 def measurements(request):
     config = request.config
-    return Measurements(config.stash[SELECTION], config.stash[PROCESS_COUNT], config.stash[PAIRED_SECONDS],
-                        progress=terminal_progress(config))
+    inherit = cli.parse_list(config.getoption("inherit_environ"), "variable") \
+        if config.getoption("inherit_environ").strip() else []
+    measurements = Measurements(config.stash[SELECTION], config.stash[PROCESS_COUNT],
+                                config.stash[PAIRED_SECONDS], progress=terminal_progress(config),
+                                inherit=inherit)
+    config.stash[MEASUREMENTS] = measurements
+    return measurements

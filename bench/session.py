@@ -1,13 +1,14 @@
 """The state of one benchmark run: the runners it holds, their first calls, and the worker processes
-that time them. The pytest suite (bench/conftest.py) and each worker (bench/launch/worker.py) use it."""
+that time them. The pytest suite (bench/conftest.py) and each worker (bench/launch/worker.py) use it;
+it imports no pytest (a runner that cannot be made raises Unavailable, a failed group ChildFailed)."""
 
-import contextlib
 import itertools
 import os
+import random
 import time
 
 import model
-from bench import backends
+from bench import backends, record
 from bench.measure import memory, timing
 
 BATCH_SIZES = [1, 64, 256]
@@ -37,7 +38,7 @@ class PreparedRunner:
         self.first_call_seconds = {}  # "train"/"forward" -> seconds of the runner's first such call
         self.first_call_cache = {}  # "train"/"forward" -> {"hits": n, "misses": n} of compile caches
         self.held_bytes = held_bytes  # resident-set growth over creation and each first call (bench.memory)
-        self.agreement = {"agreement": "not checked"}
+        self.agreement = record.Agreement()
         self.label, self.progress = "", lambda text: None  # for progress lines
 
 
@@ -89,6 +90,10 @@ def _add_growth(total, before):
     return None if None in (total, before, after) else total + after - before
 
 
+class Unavailable(Exception):
+    """A configuration cannot run on this device here; the message says why."""
+
+
 class RunnerCache:
     """One runner per backend, device and batch size, made the first time a benchmark of that
     device and batch size runs. Its creation, first calls (compilation) and its agreement check
@@ -102,6 +107,7 @@ class RunnerCache:
         self.progress = progress
         self.prepared = {}  # (backend, device, batch_size) -> PreparedRunner
         self.pools = {}  # (device, batch_size) -> the batches every runner cycles through
+        self.phase_seconds = {"create": 0.0, "agreement": 0.0}  # where preparing runners spent its time
 
     def pool(self, device, batch_size):
         key = (device, batch_size)
@@ -113,9 +119,7 @@ class RunnerCache:
         """The PreparedRunner of `backend` (skipped with its reason where it cannot run)."""
         reason = backends.unavailable(backend, device)
         if reason:
-            import pytest  # here, not at the top: the reports import this module for MODES
-
-            pytest.skip(f"{backend} on {device}: {reason}")
+            raise Unavailable(f"{backend} on {device}: {reason}")
         if (backend, device, batch_size) not in self.prepared:
             self._prepare(device, batch_size, [backend])
         return self.prepared[(backend, device, batch_size)]
@@ -138,7 +142,9 @@ class RunnerCache:
                  and (name, device, batch_size) not in self.prepared]
         if not self.check_agreement:
             names = [name for name in names if name in wanted]
+        start = time.perf_counter()
         created = {name: self._create(name, device, batch_size) for name in names}
+        self.phase_seconds["create"] += time.perf_counter() - start
         if not self.check_agreement or not created:
             return
         from bench.measure import agreement
@@ -150,14 +156,13 @@ class RunnerCache:
         for result in agreement.check([], device=device, steps=agreement.DEFAULT_STEPS, batch_size=batch_size,
                                       seed=AGREEMENT_SEED, extra=extra):
             prepared = created[result.backend]
-            prepared.agreement = {"agreement": agreement.status(result),
-                                  "agreement_max_abs_error": result.max_abs_error,
-                                  "agreement_worst_rmse_ratio": result.worst_rmse_ratio,
-                                  "agreement_worst_max_ratio": result.worst_max_ratio,
-                                  "agreement_steps": agreement.DEFAULT_STEPS,
-                                  "agreement_batch_size": batch_size}
-        verdicts = ", ".join(f"{name} {one.agreement['agreement']}" for name, one in created.items())
+            prepared.agreement = record.Agreement(
+                verdict=agreement.status(result), max_abs_error=result.max_abs_error,
+                worst_rmse_ratio=result.worst_rmse_ratio, worst_max_ratio=result.worst_max_ratio,
+                steps=agreement.DEFAULT_STEPS, batch_size=batch_size)
+        verdicts = ", ".join(f"{name} {one.agreement.verdict}" for name, one in created.items())
         seconds = time.perf_counter() - start
+        self.phase_seconds["agreement"] += seconds
         self.progress(f"{device} batch {batch_size}: agreement checked in {seconds:.1f} s: {verdicts}")
 
 
@@ -165,60 +170,99 @@ class RunnerCache:
 AGREEMENT_SEED = 0
 
 
-def terminal_progress(config):
-    """A function that prints one progress line to the terminal while tests run, past pytest's capture."""
-    terminal = config.pluginmanager.get_plugin("terminalreporter")
-    capture = config.pluginmanager.get_plugin("capturemanager")
-
-    def progress(text):
-        if terminal is None:
-            return
-        with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
-            terminal.write_line(f"lenet-bench: {text}")
-    return progress
-
-
 class Measurements:
-    """The timed run's manager: for each (threads, device, batch size) group, the first time one of
-    its benchmarks asks, it starts the worker processes (bench/launch/worker.py through
-    bench/launch/process.py) one after another, each holding eager and every selected backend, and
-    keeps what they return. A worker that fails fails that group's benchmarks with its one-line message."""
+    """The timed run's manager. The first time a benchmark asks for its group's data, it runs every
+    worker of the run: for each of `processes` rounds, one worker process per (threads, device,
+    batch size) group and one per sgemm, the groups in a new random order each round, so a group's
+    processes are spread over the run (the machine's drift over the run lands inside each cell's
+    interval, not between cells) and no group always follows the same one. Each worker
+    (bench/launch/worker.py, through bench/launch/process.py) holds eager and every selected
+    backend; its lines stream to `progress` as they come. A group whose worker fails is left out
+    of later rounds, and its benchmarks get the ChildFailed."""
 
-    def __init__(self, selection, processes, paired_seconds, progress=print):
+    def __init__(self, selection, processes, paired_seconds, progress=print, inherit=(), sgemm_size=1024):
         self.selection, self.processes, self.progress = selection, processes, progress
+        self.inherit, self.sgemm_size = inherit, sgemm_size
         self.seconds = paired_seconds / processes  # --paired-seconds is per benchmark, all processes together
-        self.groups = {}  # key -> list of the workers' data, or the ChildFailed that stopped them
+        self.groups = None  # key -> [WorkerRecord, ...], or the ChildFailed that stopped the group
+        self.timeline = []  # (round, key, seconds) of every worker, in the order they ran
 
-    def _collect(self, key, arguments, threads, label):
+    def plan(self):
+        """key -> (worker arguments, threads, label) of every group of the run."""
+        groups = {}
+        for threads in self.selection["threads"]:
+            for device in self.selection["device"]:
+                if backends.device_unavailable(device):
+                    continue
+                names = [n for n in self.selection["backend"] if not backends.unavailable(n, device)]
+                for batch_size in self.selection["batch_size"]:
+                    groups[(threads, device, batch_size)] = (
+                        ["--threads", threads, "--device", device, "--batch-size", batch_size,
+                         "--backends", ",".join(names), "--modes", ",".join(self.selection["mode"]),
+                         "--seconds", self.seconds],
+                        threads, f"{threads} thread(s), {device} batch {batch_size}")
+                if self.sgemm_size:
+                    groups[(threads, device, "sgemm", self.sgemm_size)] = (
+                        ["--threads", threads, "--device", device, "--sgemm", self.sgemm_size,
+                         "--seconds", self.seconds], threads, f"{threads} thread(s), {device} sgemm")
+        return groups
+
+    def run_all(self):
         from bench.launch import process
 
-        if key not in self.groups:
-            results = []
-            try:
-                for i in range(self.processes):
-                    start = time.perf_counter()
-                    results.append(process.run("bench.launch.worker", arguments, threads=threads))
-                    seconds = time.perf_counter() - start
-                    self.progress(f"{label}: worker {i + 1}/{self.processes} done in {seconds:.1f} s")
-                self.groups[key] = results
-            except process.ChildFailed as error:
-                self.groups[key] = error
-        if isinstance(self.groups[key], Exception):
-            import pytest
+        plan = self.plan()
+        self.groups = {key: [] for key in plan}
+        total, done, start = len(plan) * self.processes, 0, time.perf_counter()
+        for round_index in range(self.processes):
+            order = list(plan)
+            random.shuffle(order)
+            for key in order:
+                if isinstance(self.groups[key], Exception):
+                    total -= 1
+                    continue
+                arguments, threads, label = plan[key]
+                began = time.perf_counter()
+                try:
+                    data = process.run("bench.launch.worker", arguments, threads=threads,
+                                       progress=self.progress, inherit=self.inherit)
+                    self.groups[key].append(record.WorkerRecord.from_json(data))
+                except process.ChildFailed as error:
+                    self.groups[key] = error
+                seconds = time.perf_counter() - began
+                self.timeline.append((round_index, key, seconds))
+                done += 1
+                elapsed = time.perf_counter() - start
+                self.progress(f"run: {done}/{total} workers done ({label}, round {round_index + 1}/"
+                              f"{self.processes}, {seconds:.1f} s); {elapsed:.0f} s so far, about "
+                              f"{elapsed / done * (total - done):.0f} s left")
 
-            pytest.fail(str(self.groups[key]), pytrace=False)
-        return self.groups[key]
+    def worker_log(self):
+        """Every worker of the run in the order it ran: its round, group, wall seconds seen from here
+        and the phases it reported (bench/launch/worker.py), for the saved run's lenet_bench entry."""
+        phases = {}
+        for key, workers in self.groups.items():
+            for i, worker in enumerate(workers if isinstance(workers, list) else []):
+                phases[(key, i)] = worker.phases
+        log, seen = [], {}
+        for round_index, key, seconds in self.timeline:
+            i = seen[key] = seen.get(key, -1) + 1
+            log.append({"round": round_index, "group": list(key), "seconds": round(seconds, 2),
+                        "phases": phases.get((key, i), {})})
+        return log
+
+    def _collect(self, key):
+        if self.groups is None:
+            self.run_all()
+        data = self.groups.get(key)
+        if data is None:
+            raise KeyError(f"group {key} is not in this run's selection")
+        if isinstance(data, Exception):
+            raise data
+        return data
 
     def group(self, threads, device, batch_size):
-        """Every worker's data for this group: [{"cells": {backend: {...}}}, ...]."""
-        names = [name for name in self.selection["backend"] if not backends.unavailable(name, device)]
-        arguments = ["--threads", threads, "--device", device, "--batch-size", batch_size,
-                     "--backends", ",".join(names), "--modes", ",".join(self.selection["mode"]),
-                     "--seconds", self.seconds]
-        return self._collect((threads, device, batch_size), arguments, threads,
-                             f"{threads} thread(s), {device} batch {batch_size}")
+        """Every worker's WorkerRecord for this group (ChildFailed when its worker failed)."""
+        return self._collect((threads, device, batch_size))
 
     def sgemm(self, threads, device, size):
-        arguments = ["--threads", threads, "--device", device, "--sgemm", size, "--seconds", self.seconds]
-        return self._collect((threads, device, "sgemm", size), arguments, threads,
-                             f"{threads} thread(s), {device} sgemm {size}")
+        return self._collect((threads, device, "sgemm", size))

@@ -18,7 +18,8 @@ import statistics
 import pytest
 import torch
 
-from bench import backends
+from bench import backends, record
+from bench.launch.process import ChildFailed
 from bench.measure import machine, timing
 from bench.measure.timing import warm
 from bench.session import FirstCalls, one_call
@@ -37,32 +38,28 @@ def largest(values):
     return max(values) if values else None
 
 
-def worst_agreement(verdicts):
-    """A FAIL in any process is the cell's verdict."""
-    return next((v for v in verdicts if str(v.get("agreement")).startswith("FAIL")), verdicts[0])
-
-
-def measured_info(processes, backend, mode_name):
-    """extra_info of one cell from its worker processes' data (bench/launch/worker.py)."""
-    cells = [process["cells"][backend] for process in processes]
-    modes = [cell["modes"][mode_name] for cell in cells]
+def measured_info(workers, backend, mode_name):
+    """extra_info of one cell, and its rounds, from its worker processes' WorkerRecords."""
+    cells = [worker.cells[backend] for worker in workers]
+    modes = [cell.modes[mode_name] for cell in cells]
     first = cells[0]  # the first process filled the compile caches: its first calls show cold or warm
-    info = timing.summarize(modes)
+    info = timing.summarize([m.blocks() for m in modes])
+    held = [c.held_bytes for c in cells]
+    worst = next((c.agreement for c in cells if c.agreement.failed), first.agreement)  # a FAIL anywhere
     info.update(
-        setup_seconds=first["setup_seconds"],
-        first_call_seconds=first["first_call_seconds"].get(mode_name),
-        first_call_cache=first["first_call_cache"].get(mode_name),
-        process_first_call_seconds=[cell["first_call_seconds"].get(mode_name) for cell in cells],
-        held_bytes=statistics.median(c["held_bytes"] for c in cells) if all(
-            isinstance(c["held_bytes"], (int, float)) for c in cells) else None,
-        finite=all(m["finite"] for m in modes),
-        **worst_agreement([cell["agreement"] for cell in cells]),
-        **{f"backend_{k}": v for k, v in first["info"].items()},
+        setup_seconds=first.setup_seconds,
+        first_call_seconds=first.first_call_seconds.get(mode_name),
+        first_call_cache=first.first_call_cache.get(mode_name),
+        process_first_call_seconds=[cell.first_call_seconds.get(mode_name) for cell in cells],
+        held_bytes=statistics.median(held) if all(isinstance(h, (int, float)) for h in held) else None,
+        finite=all(m.finite for m in modes),
+        **worst.extra_info(),
+        **{f"backend_{k}": v for k, v in first.info.items()},
     )
-    for key in modes[0]:
+    for key in {**modes[0].noise, **modes[0].memory}:
         if key.startswith(("noise_", "memory_")):
-            info[key] = largest(m.get(key) for m in modes)
-    return info, [t for m in modes for t in m["call_times"]]
+            info[key] = largest({**m.noise, **m.memory}.get(key) for m in modes)
+    return info, [t for m in modes for t in m.call_times]
 
 
 def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, device, threads=None,
@@ -79,18 +76,22 @@ def run_benchmark(benchmark, runner_cache, mode_name, backend, batch_size, devic
         prepared = runner_cache.get(backend, device, batch_size)
         pool = runner_cache.pool(device, batch_size)
         warm(one_call(FirstCalls(prepared), mode_name, pool, device))
-        benchmark.extra_info.update(batch_pool=len(pool), **prepared.agreement)
+        benchmark.extra_info.update(batch_pool=len(pool), **prepared.agreement.extra_info())
         # as around the timed rounds (bench/launch/worker.py)
         with torch.compiler.set_stance("fail_on_recompile"):
             result = benchmark(one_call(prepared.runner, mode_name, pool, device))
         assert torch.isfinite(result).all(), f"{backend} produced non-finite values"
     else:
-        info, call_times = measured_info(measurements.group(threads, device, batch_size), backend, mode_name)
+        try:
+            workers = measurements.group(threads, device, batch_size)
+        except ChildFailed as error:
+            pytest.fail(str(error), pytrace=False)
+        info, call_times = measured_info(workers, backend, mode_name)
         benchmark.extra_info.update(info)
         timing.record(benchmark, call_times)
         assert info["finite"], f"{backend} produced non-finite values"
     verdict = benchmark.extra_info["agreement"]
-    if verdict.startswith("FAIL"):  # after the timings: they are saved, with the verdict in extra_info
+    if record.failed(verdict):  # after the timings: they are saved, with the verdict in extra_info
         ratios = [benchmark.extra_info.get(f"agreement_worst_{k}_ratio") for k in ("rmse", "max")]
         rmse, largest_error = (f"{r:.3g}" if isinstance(r, float) else "-" for r in ratios)
         pytest.fail(f"{backend} on {device} at batch {batch_size}: agreement with float64 {verdict} (worst "
@@ -122,7 +123,10 @@ def test_sgemm(benchmark, measurements, device, threads, size):
         a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
         benchmark(timing.synchronized(lambda: torch.mm(a, b), device))
         return
-    processes = [process["sgemm"]["call_times"] for process in measurements.sgemm(threads, device, size)]
+    try:
+        processes = [worker.sgemm_call_times for worker in measurements.sgemm(threads, device, size)]
+    except ChildFailed as error:
+        pytest.fail(str(error), pytrace=False)
     benchmark.extra_info.update(processes=len(processes),
                                 process_medians=[statistics.median(times) for times in processes])
     timing.record(benchmark, [t for times in processes for t in times])

@@ -60,18 +60,46 @@ def test_a_failed_group_fails_each_of_its_benchmarks_with_the_one_line(monkeypat
 
     calls = []
 
-    def run(module, arguments, threads=None, timeout=None):
+    def run(module, arguments, threads=None, **options):
         calls.append(arguments)
         raise process.ChildFailed("child `bench.launch.worker` failed (exit status 1): "
                                    "bench.launch.worker: error: boom")
 
     monkeypatch.setattr(process, "run", run)
-    measurements = Measurements({"backend": ["eager"], "mode": ["train"]}, processes=3, paired_seconds=1.5,
-                                progress=lambda text: None)
+    selection = {"backend": ["eager"], "mode": ["train"], "threads": [1], "device": ["cpu"],
+                 "batch_size": [4]}
+    measurements = Measurements(selection, processes=3, paired_seconds=1.5, progress=lambda text: None,
+                                sgemm_size=None)
     for _ in range(2):  # the second benchmark of the group does not start the workers again
-        with pytest.raises(pytest.fail.Exception, match="bench.launch.worker: error: boom"):
+        with pytest.raises(process.ChildFailed, match="bench.launch.worker: error: boom"):
             measurements.group(1, "cpu", 4)
     assert len(calls) == 1 and calls[0][calls[0].index("--seconds") + 1] == pytest.approx(0.5)
+
+
+def test_a_groups_workers_are_spread_over_the_run_one_per_group_each_round(monkeypatch):
+    from bench.session import Measurements
+
+    calls = []
+
+    def run(module, arguments, threads=None, **options):
+        what = "--batch-size" if "--batch-size" in arguments else "--sgemm"
+        calls.append((threads, what, arguments[arguments.index(what) + 1]))
+        return {"threads": threads, "device": "cpu", "batch_size": 1, "cells": {}, "schema": 2}
+
+    monkeypatch.setattr(process, "run", run)
+    selection = {"backend": ["eager"], "mode": ["train"], "threads": [1, 2], "device": ["cpu"],
+                 "batch_size": [1, 64]}
+    lines = []
+    measurements = Measurements(selection, processes=3, paired_seconds=1.5, progress=lines.append)
+    assert len(measurements.group(2, "cpu", 64)) == 3
+    groups = 2 * (2 + 1)  # two thread counts, two batch sizes and an sgemm each
+    assert len(calls) == 3 * groups
+    for round_calls in (calls[i * groups:(i + 1) * groups] for i in range(3)):
+        assert sorted(round_calls) == sorted(calls[:groups])  # every group once per round
+    total = 3 * groups
+    assert lines[-1].startswith(f"run: {total}/{total} workers done") and "about 0 s left" in lines[-1]
+    rounds = [entry["round"] for entry in measurements.worker_log()]
+    assert rounds == [r for r in range(3) for _ in range(groups)]
 
 
 def test_a_worker_times_every_backend_and_returns_data():
@@ -118,7 +146,7 @@ def test_the_a_a_pairs_eager_with_an_independent_runner_and_can_fail(monkeypatch
     assert not shared & {p.data_ptr() for p in twin.parameters().values()}  # its own weights
     pool = model.make_batch_pool(1)
     assert twin.seen[0].equal(pool[int(len(pool) * worker.TWIN_OFFSET)][0])
-    info = timing.summarize([cells["eager"]["modes"]["train"]])
+    info = timing.summarize([cells["eager"].modes["train"].blocks()])
     assert info["speedup_low"] > 1.0  # the slowed twin makes eager read faster than itself: the A/A fails
 
 

@@ -9,22 +9,27 @@ and holds eager and the given backends at one device and batch size. It creates 
 checks them all against float64 in lockstep (bench/measure/agreement.py, on these very runners), warms
 them up, then times each backend paired with eager (bench/measure/timing.py), eager itself against a
 second, independent eager runner (its own weights, its own place in the batch pool): the A/A.
-It writes data, not verdicts: every block time, the per-call times of the timed side, first-call
-and setup times, memory, noise and agreement, as JSON to --result.
+It writes data, not verdicts: a bench/record.py WorkerRecord (every block time, the per-call times
+of the timed side, first-call and setup times, memory, noise, agreement, and how long each phase
+of the worker took), as JSON to --result. Its progress lines go to stderr as they happen.
 """
 
-import argparse
-import sys
+import time
 
-import torch
+STARTED = time.perf_counter()  # before torch's import: the phases below include it
 
-import model
-from bench import backends, cli, session
-from bench.backends import EAGER
-from bench.launch import process
-from bench.measure import memory, noise, timing
-from bench.measure.timing import warm
-from bench.session import AGREEMENT_SEED, FirstCalls, RunnerCache, one_call
+import argparse  # noqa: E402
+import sys  # noqa: E402
+
+import torch  # noqa: E402
+
+import model  # noqa: E402
+from bench import backends, cli, record, session  # noqa: E402
+from bench.backends import EAGER  # noqa: E402
+from bench.launch import process  # noqa: E402
+from bench.measure import memory, noise, timing  # noqa: E402
+from bench.measure.timing import warm  # noqa: E402
+from bench.session import AGREEMENT_SEED, FirstCalls, RunnerCache, one_call  # noqa: E402
 
 TWIN_OFFSET = 0.5  # the A/A's second eager runner starts half the batch pool away
 
@@ -34,37 +39,56 @@ def second_eager(device):
     return backends.create(EAGER, model.make_net(seed=AGREEMENT_SEED).state_dict(), device=device)
 
 
-def measure_cells(names, modes, device, batch_size, seconds, progress):
+PHASES = ["start and imports", "create", "agreement", "warm-up", "timing", "memory"]
+
+
+def measure_cells(names, modes, device, batch_size, seconds, progress, phases=None):
+    """backend -> CellRecord for eager and `names`, adding each phase's seconds into `phases`."""
+    phases = dict.fromkeys(PHASES, 0.0) if phases is None else phases
     held = list(dict.fromkeys([EAGER, *names]))
     cache = RunnerCache(check_agreement=True, selected=held, progress=progress)
     prepared = {name: cache.get(name, device, batch_size) for name in held}
+    phases.update(cache.phase_seconds)
     pool = cache.pool(device, batch_size)
     twin = second_eager(device)
-    out = {name: {"setup_seconds": one.setup_seconds, "agreement": one.agreement,
-                  "info": getattr(one.runner, "info", {}), "modes": {}} for name, one in prepared.items()}
+    timings = {name: {} for name in held}
     for mode in modes:
-        eager = one_call(prepared[EAGER].runner, mode, pool, device)
-        warm(eager)
-        twin_call = one_call(twin, mode, pool, device, start=int(len(pool) * TWIN_OFFSET))
-        warm(twin_call)
+        start = time.perf_counter()
+        eager = warm(one_call(prepared[EAGER].runner, mode, pool, device))
+        twin_call = warm(one_call(twin, mode, pool, device, start=int(len(pool) * TWIN_OFFSET)))
+        phases["warm-up"] += time.perf_counter() - start
         for name in names:
-            warm(one_call(FirstCalls(prepared[name]), mode, pool, device))
-            call = one_call(prepared[name].runner, mode, pool, device)
-            baseline = twin_call if name == EAGER else eager
-            timing.settle_heap()
-            # What the warm-up compiled is what is timed: a torch.compile recompilation in the rounds
-            # (a guard that fails on a round's batch or state) raises instead of being timed.
-            with torch.compiler.set_stance("fail_on_recompile"):
-                monitor = noise.Monitor().start()
-                blocks = timing.paired_blocks(call, baseline, seconds)
-                measured = {**blocks, **monitor.stop(), **memory.peak_over_call(call, device)}
-                measured["finite"] = bool(torch.isfinite(call()).all())
-            progress(f"{name} {mode}: {len(blocks['call_blocks'])} pairs")
-            out[name]["modes"][mode] = measured
-    for name, one in prepared.items():  # after every first call
-        out[name].update(first_call_seconds=one.first_call_seconds, first_call_cache=one.first_call_cache,
-                         held_bytes=one.held_bytes)
-    return out
+            timings[name][mode] = time_cell(prepared[name], eager if name != EAGER else twin_call,
+                                            mode, pool, device, seconds, phases)
+            progress(f"{name} {mode}: {len(timings[name][mode].call_blocks)} pairs")
+    return {name: record.CellRecord(
+        setup_seconds=one.setup_seconds, agreement=one.agreement, info=getattr(one.runner, "info", {}),
+        modes=timings[name], first_call_seconds=one.first_call_seconds,
+        first_call_cache=one.first_call_cache, held_bytes=one.held_bytes)  # after every first call
+        for name, one in prepared.items()}
+
+
+def time_cell(prepared, baseline, mode, pool, device, seconds, phases):
+    """One backend's ModeTiming, paired with `baseline` (eager, warm): warm-up, a settled heap,
+    the paired blocks under the recompile guard with the noise monitor, then its memory."""
+    start = time.perf_counter()
+    warm(one_call(FirstCalls(prepared), mode, pool, device))
+    call = one_call(prepared.runner, mode, pool, device)
+    timing.settle_heap()
+    phases["warm-up"] += time.perf_counter() - start
+    # What the warm-up compiled is what is timed: a torch.compile recompilation in the rounds
+    # (a guard that fails on a round's batch or state) raises instead of being timed.
+    with torch.compiler.set_stance("fail_on_recompile"):
+        start = time.perf_counter()
+        monitor = noise.Monitor().start()
+        blocks = timing.paired_blocks(call, baseline, seconds)
+        noisy = monitor.stop()
+        phases["timing"] += time.perf_counter() - start
+        start = time.perf_counter()
+        peak = memory.peak_over_call(call, device)
+        finite = bool(torch.isfinite(call()).all())
+        phases["memory"] += time.perf_counter() - start
+    return record.ModeTiming(**blocks, finite=finite, noise=noisy, memory=peak)
 
 
 def measure_sgemm(size, device, seconds):
@@ -72,7 +96,7 @@ def measure_sgemm(size, device, seconds):
     a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
     call = timing.synchronized(lambda: torch.mm(a, b), device)
     warm(call)
-    return {"call_times": timing.timed_for(call, seconds, min_calls=timing.MIN_PAIRS)}
+    return timing.timed_for(call, seconds, min_calls=timing.MIN_PAIRS)
 
 
 def main(argv=None):
@@ -96,15 +120,21 @@ def main(argv=None):
               flush=True)
 
     def work():
-        data = {"threads": torch.get_num_threads(), "device": args.device}
+        data = record.WorkerRecord(threads=torch.get_num_threads(), device=args.device)
+        phases = {**dict.fromkeys(PHASES, 0.0), "start and imports": time.perf_counter() - STARTED}
         if args.sgemm:
-            data["sgemm"] = measure_sgemm(args.sgemm, args.device, args.seconds)
+            start = time.perf_counter()
+            data.sgemm_call_times = measure_sgemm(args.sgemm, args.device, args.seconds)
+            phases["timing"] = time.perf_counter() - start
         else:
             names = cli.parse_list(args.backends, "backend", backends.CONFIGS)
             modes = cli.parse_list(args.modes, "mode", session.MODES)
-            cells = measure_cells(names, modes, args.device, args.batch_size, args.seconds, progress)
-            data.update(batch_size=args.batch_size, cells=cells)
-        return data
+            data.batch_size = args.batch_size
+            data.cells = measure_cells(names, modes, args.device, args.batch_size, args.seconds, progress,
+                                       phases)
+        data.seconds = time.perf_counter() - STARTED
+        data.phases = {k: round(v, 3) for k, v in phases.items()}
+        return data.to_json()
 
     return process.child("bench.launch.worker", work, args.result)
 
