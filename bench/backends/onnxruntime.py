@@ -31,6 +31,7 @@ a JSON trace named `<profile_prefix>_<date>.json` (the train session's path come
 """
 
 import functools
+import hashlib
 import json
 import os
 import tempfile
@@ -40,11 +41,11 @@ import numpy as np
 import torch
 
 import model
-from bench import backends
+from bench import backends, files
 
 _IMPORT_ERROR = None
 try:
-    import onnx  # noqa: F401  (the exporter needs it)
+    import onnx
     import onnxruntime as ort
     import onnxscript  # noqa: F401  (the exporter needs it)
 except ImportError as error:  # pragma: no cover - depends on the environment
@@ -117,20 +118,53 @@ def _default_opset():
 
 def _template(what, state_dict, opset):
     """The checked ModelProto `what` ("forward" or a training-graph variant) for parameters shaped
-    like these, and whether the export ran now (False: reused from earlier in this process)."""
+    like these, and whether the export ran now (False: reused from this process or from disk)."""
     from export import train_graph
 
     key = (what, opset, tuple((k, tuple(v.shape)) for k, v in state_dict.items()))
-    exported = key not in _TEMPLATES
-    if exported:
-        cpu = {k: v.detach().to("cpu", torch.float32) for k, v in state_dict.items()}
-        if what == "forward":
-            proto = train_graph.build_forward(cpu, opset)
-        else:
-            proto = train_graph.build_train_step(cpu, opset, train_graph=what)
-        train_graph.check(proto)
+    exported = False
+    if key not in _TEMPLATES:
+        path = _export_cache_path(key)
+        proto = _load_cached(path)
+        if proto is None:
+            cpu = {k: v.detach().to("cpu", torch.float32) for k, v in state_dict.items()}
+            if what == "forward":
+                proto = train_graph.build_forward(cpu, opset)
+            else:
+                proto = train_graph.build_train_step(cpu, opset, train_graph=what)
+            train_graph.check(proto)
+            files.write_atomic(path, lambda f: f.write(proto.SerializeToString()))
+            exported = True
         _TEMPLATES[key] = proto
     return _TEMPLATES[key], exported
+
+
+def _export_cache_path(key):
+    """Where an exported graph is kept between processes: in Inductor's cache folder (so a cold
+    TORCHINDUCTOR_CACHE_DIR is cold here too), named by a hash of what the graph depends on: the
+    export code itself, the versions of torch, onnx and onnxscript, the variant, opset and shapes.
+    The weights are inputs of the graph, not part of it."""
+    import onnxscript
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    from export import train_graph
+
+    with open(train_graph.__file__, "rb") as f:
+        source = hashlib.sha256(f.read()).hexdigest()
+    ingredients = repr((key, source, torch.__version__, torch.version.git_version, onnx.__version__,
+                        onnxscript.__version__))
+    name = hashlib.sha256(ingredients.encode()).hexdigest()[:32]
+    return os.path.join(cache_dir(), "lenet-bench-onnx", f"{key[0]}-{name}.onnx")
+
+
+def _load_cached(path):
+    """The graph saved at `path` by an earlier process, or None (missing or unreadable: export again)."""
+    try:
+        with open(path, "rb") as f:
+            proto = onnx.ModelProto.FromString(f.read())
+    except Exception:  # missing, or not a ModelProto (protobuf's DecodeError): export again
+        return None
+    return proto
 
 
 def _models(state_dict, opset, train_graph=None):
