@@ -109,6 +109,8 @@ def deploy(out, configs, threads, seed=0, log=print):
     for config in usable:
         for count in threads:
             users.setdefault(deployed.runtime(config).artifact(count), []).append(config)
+    if "onnxruntime" in usable:  # its optimised file is made from net.onnx, which ships beside it
+        users.setdefault(deployed.runtime("onnxruntime").SOURCE, []).append("onnxruntime")
     rows = []
     for name, (config, count) in plan.items():
         start = time.perf_counter()

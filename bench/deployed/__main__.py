@@ -140,7 +140,7 @@ def measure(args):
     from bench.deployed import report
     from bench.measure import machine
 
-    started, start = datetime.datetime.now(datetime.UTC), time.perf_counter()
+    started, start = datetime.datetime.now(datetime.UTC), time.perf_counter()  # reported in UTC
     manifest = ensure_artifacts(args.artifacts, args.configs, args.threads)
     cells = {
         (c, t): {
@@ -190,7 +190,7 @@ def measure(args):
     data = {
         "kind": "deployed inference",
         "command": args.command,
-        "started": started.isoformat(timespec="seconds"),
+        "started": started.strftime("%Y-%m-%d %H:%M:%S"),
         "duration_s": time.perf_counter() - start,
         "paused_s": paused,
         "machine": {

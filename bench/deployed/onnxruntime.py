@@ -23,7 +23,7 @@ SETTINGS = {
     "inter_op_num_threads": 1,
     "allow_spinning": 0,
     "calls": "IO binding: the batch copied into a bound input buffer, the output into a bound one "
-    "(tried: session.run, about 10% slower at batch 1; spinning allowed, no faster)",
+    "(tried: session.run, slower at batch 1 in a probe; spinning allowed, no faster; docs/deployed.md)",
 }
 SOURCE = "net.onnx"
 
@@ -107,8 +107,8 @@ def load(path, threads, mode):
     def binding(batch):
         """IO binding, as a server reusing its buffers would: the request is copied into a bound
         input buffer and the answer written into a bound output buffer (valid until the next call
-        at that batch size). It saves session.run's per-call allocation and name lookups, about 10%
-        at batch 1 here."""
+        at that batch size). It saves session.run's per-call allocation and name lookups
+        (docs/deployed.md, "Settings tried")."""
         if batch not in bound:
             x = np.zeros((batch, 1, 32, 32), np.float32)
             y = np.zeros((batch, 10), np.float32)

@@ -241,7 +241,7 @@ def chart(data, path):
     axes[1].set_title(f"Offline throughput, batch {TARGET_BATCH}")
     axes[2].set_ylabel("ms (median over processes)")
     axes[2].set_yscale("log")
-    axes[2].set_title("Cold start: load + first call")
+    axes[2].set_title("Cold start: load + first call (import apart)")
     for ax in axes:
         ax.legend(fontsize=7)
     fig.suptitle(
