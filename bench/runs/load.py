@@ -99,7 +99,7 @@ def read_run(path):
             "commit": commit, "rows": rows, "sgemm": sgemm,
             "sgemm_processes": sgemm_processes, "sgemm_size": sgemm_size, "benchmarks": data["benchmarks"],
             "interrupted": bool(ours.get("interrupted")), "session_seconds": ours.get("session_seconds"),
-            "compile_cache_misses": ours.get("compile_cache_misses")}
+            "compile_cache_misses": ours.get("compile_cache_misses"), "workers": ours.get("workers")}
 
 
 def paired_time(rows, key):
