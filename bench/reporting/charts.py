@@ -32,7 +32,6 @@ def draw_chart(run, mode, device, threads, path):
     left.set_ylabel("time per call (ms)")
     left.set_title("time per call (log-log)")
     left.grid(True, which="both", alpha=0.3)
-    left.legend()
 
     others = [b for b in backends if b != EAGER and any(key[3] == b for key in keys)]
     width = 0.8 / max(len(others), 1)
@@ -54,12 +53,13 @@ def draw_chart(run, mode, device, threads, path):
                       hatch="//" if fail else None, edgecolor="black" if fail else colors[backend],
                       yerr=errors, capsize=2, ecolor="black",
                       label=(backend + (" (agreement FAIL)" if fail else "")) if j == 0 else None)
-            right.annotate(f"{num(value)}x" + (" FAIL" if fail else ""), (x, value), ha="center",
-                           va="bottom" if value >= 1 else "top", fontsize=8,
+            tip = (interval[2] if value >= 1 else interval[1]) if interval else value  # past the error bar
+            right.annotate(f"{num(value)}x" + (" FAIL" if fail else ""), (x, tip), ha="center",
+                           va="bottom" if value >= 1 else "top", fontsize=7, rotation=90,
                            xytext=(0, 2 if value >= 1 else -2), textcoords="offset points")
     right.axhline(1.0, color=colors.get(EAGER, "black"), linewidth=1.5, label=f"{EAGER} (= 1)")
     right.set_yscale("log")
-    right.set_ylim(min(values) / 1.4, max(values) * 1.4)
+    right.set_ylim(min(values) / 1.9, max(values) * 1.9)  # room for the labels past the error bars
     right.set_xticks(range(len(batches)), [str(b) for b in batches])
     right.set_xlabel("batch size")
     right.set_ylabel(f"speedup against {EAGER} (higher is faster)")
@@ -75,17 +75,19 @@ def draw_chart(run, mode, device, threads, path):
             held = row["held_bytes"] if isinstance(row.get("held_bytes"), (int, float)) else 0
             x = j - 0.4 + width * (i + 0.5)
             memory_ax.bar(x, held / 2**20, width, color=colors[backend], alpha=0.45)
-            memory_ax.bar(x, row["peak_bytes"] / 2**20, width, bottom=held / 2**20, color=colors[backend],
-                          label=backend if j == 0 else None)
+            memory_ax.bar(x, row["peak_bytes"] / 2**20, width, bottom=held / 2**20, color=colors[backend])
     memory_ax.set_xticks(range(len(batches)), [str(b) for b in batches])
     memory_ax.set_xlabel("batch size")
     memory_ax.set_ylabel("MiB resident")
     memory_ax.set_title("memory: held (pale) + peak of one call (solid)")
     memory_ax.grid(True, axis="y", alpha=0.3)
-    if memory_ax.get_legend_handles_labels()[0]:
-        memory_ax.legend()
     right.grid(True, axis="y", which="both", alpha=0.3)
-    right.legend()
+    # One legend for the three panels, below them: none over a bar or a line.
+    handles, labels = left.get_legend_handles_labels()
+    extra = [(h, label) for h, label in zip(*right.get_legend_handles_labels())
+             if label == f"{EAGER} (= 1)" or "FAIL" in label]
+    fig.legend(handles + [h for h, _ in extra], labels + [label for _, label in extra], loc="lower center",
+               ncol=len(labels) + len(extra), frameon=False)
 
     machine = run["machine"]
     for ax in (left, right):  # plain numbers on the log axes: 0.5, 1, 2, 5, 10, not 10^0
@@ -96,6 +98,6 @@ def draw_chart(run, mode, device, threads, path):
     fig.suptitle(f"{MODE_TITLES.get(mode, mode)}, {device}: {cpu_of(machine)}, "
                  f"{threads_text(threads)}, torch {machine.get('torch', '?')} "
                  f"({run['name'][:4]})")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     write_atomic(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)

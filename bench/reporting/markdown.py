@@ -101,8 +101,8 @@ def render_markdown(run, charts):
         lines += ["**This run was interrupted: a partial run, not a complete one.** Only the benchmarks "
                   "that finished before the interrupt are below.", ""]
     lines += [
-        f"- Run: `{display_path(run['path'])}`",
-        f"- Date: {run['datetime'].isoformat(timespec='seconds')}, commit {commit_text}",
+        f"- Run: `{display_path(run['path'])}`, {run['datetime'].isoformat(timespec='seconds')}, "
+        f"commit {commit_text}",
         f"- Machine: {cpu_of(machine)}, {machine.get('cpu_count', '?')} CPUs, "
         f"timed at {threads if threads is not None else '?'} torch threads, "
         f"{processes} worker process{'es' * (processes > 1)} per cell"
@@ -110,65 +110,38 @@ def render_markdown(run, charts):
         f"- Versions: {versions or 'unknown'}",
         f"- Reproduce: `{reproduce_command(run)}`, then `python -m bench.report`",
         "",
-        "Speedup is eager's time over the backend's (above 1 is faster than eager), measured paired: "
-        "in each of several worker processes the backend's calls alternate with eager's in blocks of "
-        f"about {timing.BLOCK_SECONDS * 1e3:.0f} ms (at least {timing.MIN_BLOCK_CALLS} calls each), each "
-        "pair of neighbouring blocks gives one ratio, and the "
-        "figure is the median of every process's pairs with a hierarchical bootstrap 95% interval "
-        "`[low, high]` (processes resampled, then pairs within them: the interval covers the spread "
-        "between processes; `bench/measure/timing.py`). Eager's own row pairs eager with a second, "
-        "independent "
-        "eager runner (its own weights, its own place in the batch pool): the A/A should read 1, and "
-        f"how far it strays is the method's error; {AA_OFF_MARK} marks an A/A whose interval excludes 1. "
-        f"{NOISY_MARK} marks a cell during which other processes used more than "
-        f"{100 * noise.NOISY_SHARE:.0f}% of the machine's CPU time, or the hypervisor stole as much; "
-        "noise that no counter sees (a neighbour's memory traffic) is not marked; results/calibration.md "
-        "measures how well the intervals hold from run to run. "
-        "Time ms comes from the same pairing as the speedup: eager's time per call in its A/A pairing "
-        "over the row's speedup (runs saved before worker processes: pytest-benchmark's median); "
-        "samples/s and GFLOP/s are computed from it. Rounds IQR ms is pytest-benchmark's statistic of "
-        "the backend's own timed calls, every process's together. "
-        "Peak MiB is the most memory one call had resident beyond "
-        "what the process held before it; held MiB is the growth of the resident set over the "
-        "runner's creation and first calls (compiled code, libraries, ONNX Runtime's arena); see "
-        "`bench/measure/memory.py` for what each can and cannot see. GFLOP/s is the FLOPs of the timed unit "
-        "(convolutions and "
-        "matrix multiplies, from `torch.utils.flop_counter`) over that time; \"of sgemm\" sets it "
-        f"against a {sgemm_shape}float32 matrix multiply timed in the same run on the same device at the "
-        "same thread count (its spread: the quartiles of its rounds and each process's median). "
-        "Setup (export, scripting, session creation; once per backend and device) and the first call "
-        "(compilation, first allocation) are never part of the timed rounds; beside the first call, "
-        "whether the compile caches were cold or warm (results/compile_time.md has both). The "
-        "agreement column is the check on the very runner timed, at its batch size, against float64 "
-        "eager: its verdict, its worst RMSE and its worst largest element error against float64, each as "
-        "a multiple of eager float32's. "
-        "\"FAIL\" beside a speedup means the backend's numbers disagree with the float64 reference: "
-        "do not trust that speedup.",
+        "Each cell: time per call, and in brackets the speedup against eager in the same run (above 1 is "
+        "faster) with its 95% interval over the worker processes; FAIL: the backend's numbers disagree "
+        "with float64, do not trust its speedup. How it is measured: [docs/method.md](../docs/method.md); "
+        "every column of the detailed tables: [Reading the detailed tables](#reading-the-detailed-tables).",
+        "",
+    ]
+    explanation = [
+        "## Reading the detailed tables",
+        "",
+        "Speedup is eager's time over the backend's, measured paired: in each worker process the "
+        f"backend's calls alternate with eager's in blocks of about {timing.BLOCK_SECONDS * 1e3:.0f} ms "
+        f"(at least {timing.MIN_BLOCK_CALLS} calls each), each pair of neighbouring blocks gives one ratio, "
+        "each process gives the median of its ratios, and the figure is the geometric mean of the "
+        "processes' medians with a Student t 95% interval over them (`bench/measure/timing.py`). Eager's "
+        "own row pairs eager with a second, independent eager runner: the A/A should read 1; "
+        f"{AA_OFF_MARK} marks one whose interval excludes 1. {NOISY_MARK} marks a cell during which other "
+        f"processes used more than {100 * noise.NOISY_SHARE:.0f}% of the machine's CPU time, or the "
+        "hypervisor stole as much. Time ms: eager's time per call in its A/A pairing over the row's "
+        "speedup; samples/s and GFLOP/s come from it. Rounds IQR ms: pytest-benchmark's statistic of the "
+        "backend's own timed calls. Peak MiB: the most memory one call had resident beyond what the "
+        "process held before it; held MiB: resident-set growth over the runner's creation and first calls "
+        "(`bench/measure/memory.py`). GFLOP/s: FLOPs of the timed unit (`torch.utils.flop_counter`) over "
+        f"that time; \"of sgemm\" sets it against a {sgemm_shape}float32 matrix multiply timed in the same "
+        "run at the same thread count. Setup (export, scripting, session creation) and the first call "
+        "(compilation, first allocation; cold or warm compile caches) are never timed with the rounds. "
+        "Agreement: the check on the very runner timed, at its batch size, against float64 eager: its "
+        "verdict and its worst RMSE and largest element error as multiples of eager float32's.",
         "",
     ]
 
-    # the main table, for the README to quote: training step, backend x batch size
-    main_rows = []
-    batches = sorted({key[2] for key in run["rows"] if key[0] == MAIN_TABLE_MODE})
-    for mode, device, threads in groups_of(run):
-        if mode != MAIN_TABLE_MODE:
-            continue
-        for backend in backends_of(run):
-            cells = []
-            for batch in batches:
-                key = (mode, device, batch, backend, threads)
-                cells.append(f"{ms(run['rows'][key]['time'])} ms ({speedup_text(run, key)})"
-                             if key in run["rows"] else "-")
-            if any(cell != "-" for cell in cells):
-                main_rows.append([backend, device, threads, *cells])
-    if main_rows:
-        title = MODE_TITLES[MAIN_TABLE_MODE].lower()
-        lines += [f"## Main table: {title}, time per call (speedup against eager)",
-                  "", "<!-- main-table:start -->",
-                  markdown_table(["backend", "device", "threads", *(f"batch {b}" for b in batches)],
-                                 main_rows),
-                  "<!-- main-table:end -->", ""]
-
+    for mode in MODES:  # the answer first: per mode, backend x batch size (the README quotes training's)
+        lines += answer_table(run, mode)
     lines += targets_section(run)
 
     header = ["backend", "batch", "time ms", "rounds IQR ms", "samples/s", "vs eager [95% CI]", "GFLOP/s",
@@ -201,7 +174,28 @@ def render_markdown(run, charts):
                                                      for b, k, v in sorted(options)), ""]
         if (mode, device, threads) in charts:
             lines += [f"![{title}]({charts[(mode, device, threads)]})", ""]
-    return "\n".join(lines)
+    return "\n".join(lines + explanation)
+
+
+def answer_table(run, mode):
+    """One mode's table: a row per backend and thread count, a column per batch size, each cell the
+    time per call and the speedup against eager; the training one between main-table markers."""
+    rows = []
+    batches = sorted({key[2] for key in run["rows"] if key[0] == mode})
+    for _, device, threads in [group for group in groups_of(run) if group[0] == mode]:
+        for backend in backends_of(run):
+            keys = [(mode, device, batch, backend, threads) for batch in batches]
+            cells = [f"{ms(run['rows'][key]['time'])} ms ({speedup_text(run, key)})" if key in run["rows"]
+                     else "-" for key in keys]
+            if any(cell != "-" for cell in cells):
+                rows.append([backend, device, threads, *cells])
+    if not rows:
+        return []
+    table = markdown_table(["backend", "device", "threads", *(f"batch {b}" for b in batches)], rows)
+    if mode == MAIN_TABLE_MODE:
+        table = f"<!-- main-table:start -->\n{table}\n<!-- main-table:end -->"
+    title = MODE_TITLES[mode].lower()
+    return [f"## The answer: {title}, time per call (speedup against eager [95% interval])", "", table, ""]
 
 
 def sgemm_text(run, device, threads):
