@@ -5,6 +5,7 @@ it imports no pytest (a runner that cannot be made raises Unavailable, a failed 
 import itertools
 import os
 import random
+import statistics
 import time
 
 import model
@@ -213,10 +214,11 @@ class Measurements:
         plan = self.plan()
         self.groups = {key: [] for key in plan}
         total, done, start = len(plan) * self.processes, 0, time.perf_counter()
+        last = {}  # group -> its latest worker's seconds: what the estimate of the time left sums
         for round_index in range(self.processes):
             order = list(plan)
             random.shuffle(order)
-            for key in order:
+            for position, key in enumerate(order):
                 if isinstance(self.groups[key], Exception):
                     total -= 1
                     continue
@@ -228,13 +230,17 @@ class Measurements:
                     self.groups[key].append(record.WorkerRecord.from_json(data))
                 except process.ChildFailed as error:
                     self.groups[key] = error
-                seconds = time.perf_counter() - began
+                seconds = last[key] = time.perf_counter() - began
                 self.timeline.append((round_index, key, seconds))
                 done += 1
+                ahead = [k for k in order[position + 1:] + list(plan) * (self.processes - round_index - 1)
+                         if not isinstance(self.groups[k], Exception)]
+                typical = statistics.median(last.values())
+                left = sum(last.get(k, typical) for k in ahead)
                 elapsed = time.perf_counter() - start
                 self.progress(f"run: {done}/{total} workers done ({label}, round {round_index + 1}/"
-                              f"{self.processes}, {seconds:.1f} s); {elapsed:.0f} s so far, about "
-                              f"{elapsed / done * (total - done):.0f} s left")
+                              f"{self.processes}, {seconds:.1f} s); {elapsed:.0f} s so far, "
+                              f"about {left:.0f} s left")
 
     def worker_log(self):
         """Every worker of the run in the order it ran: its round, group, wall seconds seen from here

@@ -60,7 +60,8 @@ def measure_cells(names, modes, device, batch_size, seconds, progress, phases=No
         for name in names:
             timings[name][mode] = time_cell(prepared[name], eager if name != EAGER else twin_call,
                                             mode, pool, device, seconds, phases)
-            progress(f"{name} {mode}: {len(timings[name][mode].call_blocks)} pairs")
+            pairs = len(timings[name][mode].call_blocks)
+            progress(f"{device} batch {batch_size}: {name} {mode}: {pairs} pairs")
     return {name: record.CellRecord(
         setup_seconds=one.setup_seconds, agreement=one.agreement, info=getattr(one.runner, "info", {}),
         modes=timings[name], first_call_seconds=one.first_call_seconds,
@@ -116,8 +117,7 @@ def main(argv=None):
     torch.set_num_threads(args.threads)  # OMP_NUM_THREADS (bench/launch/process.py) already sized the pool
 
     def progress(text):
-        print(f"threads {args.threads} {args.device} batch {args.batch_size}: {text}", file=sys.stderr,
-              flush=True)
+        print(f"threads {args.threads} {text}", file=sys.stderr, flush=True)  # text names device and batch
 
     def work():
         data = record.WorkerRecord(threads=torch.get_num_threads(), device=args.device)
