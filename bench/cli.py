@@ -1,8 +1,11 @@
-"""The commands' argument handling: argparse whose errors are one line, and the argument types
-they share."""
+"""The one command line, `lenet-bench COMMAND ...` (also `python -m bench COMMAND ...`): its
+table of commands, and what every command shares: argparse whose errors are one line, and the
+argument types."""
 
 import argparse
+import importlib
 import os
+import sys
 import tempfile
 
 from bench import backends
@@ -12,11 +15,86 @@ class UsageError(Exception):
     """A bad command line, reported by the commands as one line, exit status 2."""
 
 
+# command -> (module whose main(argv) runs it, what it does). `python -m bench.X` runs the same
+# mains (one-line aliases kept so that the commands written in saved results still work).
+COMMANDS = {
+    "run": ("bench.cli", "the benchmarks: pytest bench --benchmark-only with these options"),
+    "report": ("bench.reporting.report", "REPORT.md and charts from the newest saved run"),
+    "compare": ("bench.reporting.compare", "two saved runs side by side; exit 1 on a regression"),
+    "calibration": ("bench.reporting.calibration", "several saved runs of one commit: do they agree?"),
+    "agreement": ("bench.studies.agreement", "every backend against float64 eager, on many inputs"),
+    "export": ("export.to_onnx", "net.onnx and train_step.onnx"),
+    "deploy": ("export.deploy", "every deployed-inference artifact into a folder"),
+    "deployed": ("bench.deployed.__main__", "deployed inference: latency, throughput, cold start"),
+    "profile": ("bench.studies.profile", "where each backend's time goes, per kernel"),
+    "ddp": ("bench.studies.ddp", "the data-parallel training step under torchrun"),
+    "draw-net": ("bench.studies.draw_net", "a picture of the Net"),
+    "gpu-check": ("bench.studies.gpu_check", "CUDA timings synchronised and not"),
+    "study": (None, "a study: compile, blocks, autotune or compile-time"),
+}
+STUDIES = {
+    "compile": "bench.studies.compile_study",
+    "blocks": "bench.studies.block_study",
+    "autotune": "bench.studies.autotune_study",
+    "compile-time": "bench.studies.compile_time",
+}
+_invoked_as = None  # "lenet-bench compare" while the console script runs a command
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but an error is one UsageError line: no usage block, no traceback."""
+    """argparse, but an error is one UsageError line: no usage block, no traceback. Under the
+    console script its name is the one the user typed."""
+
+    def __init__(self, *args, prog=None, **kwargs):
+        super().__init__(*args, prog=_invoked_as or prog, **kwargs)
 
     def error(self, message):
         raise UsageError(message)
+
+
+def prog(default):
+    """The name a command's error lines start with: `default`, or what the console script was given."""
+    return _invoked_as or default
+
+
+def run_benchmarks(argv):
+    """`lenet-bench run ...`: the benchmarks through pytest, which the design card names."""
+    import pytest
+
+    return pytest.main(["bench", "--benchmark-only", *argv])
+
+
+def main(argv=None):
+    """`lenet-bench COMMAND [ARGS]`: the command's own main with ARGS; its --help says the rest."""
+    global _invoked_as
+    argv = sys.argv[1:] if argv is None else list(argv)
+    listing = "\n".join(f"  {name:12} {text}" for name, (_, text) in COMMANDS.items())
+    parser = argparse.ArgumentParser(prog="lenet-bench", formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     description="Benchmarks of one LeNet-style network across backends.",
+                                     epilog=f"commands:\n{listing}\n\n`lenet-bench COMMAND --help` for each.")
+    parser.add_argument("command", nargs="?", help="one of the commands below")
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help()
+        return 0 if argv else 2
+    name, rest = argv[0], argv[1:]
+    if name == "study":
+        if not rest or rest[0] not in STUDIES:
+            print(f"lenet-bench study: error: name a study: {', '.join(STUDIES)}", file=sys.stderr)
+            return 2
+        module, name, rest = STUDIES[rest[0]], f"study {rest[0]}", rest[1:]
+    elif name in COMMANDS:
+        module = COMMANDS[name][0]
+    else:
+        print(f"lenet-bench: error: unknown command {name!r}; choose from: {', '.join(COMMANDS)}",
+              file=sys.stderr)
+        return 2
+    if name == "run":
+        return run_benchmarks(rest)
+    _invoked_as = f"lenet-bench {name}"
+    try:
+        return importlib.import_module(module).main(rest)
+    finally:
+        _invoked_as = None
 
 
 def positive_integer(text):

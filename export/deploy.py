@@ -150,7 +150,7 @@ def main(argv=None):
         args = parse_args(argv)
         validate(args)
     except cli.UsageError as error:
-        print(f"export.deploy: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('export.deploy')}: error: {error}", file=sys.stderr)
         return 2
     try:
         rows, skipped = deploy(args.out, args.configs, args.threads, args.seed, log=lambda line: None)

@@ -23,7 +23,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # runnable as `python export/to_onnx.py`
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.cli import Parser, UsageError  # noqa: E402  (after the path is set)
+from bench import cli  # noqa: E402  (after the path is set)
+from bench.cli import Parser, UsageError  # noqa: E402
 
 DEFAULT_OUT = REPO_ROOT / "export" / "out"
 INFERENCE_FILE, TRAIN_FILE = "net.onnx", "train_step.onnx"
@@ -195,7 +196,7 @@ def main(argv=None):
         args = parse_args(argv)
         validate(args)
     except UsageError as error:
-        print(f"to_onnx: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('to_onnx')}: error: {error}", file=sys.stderr)
         return 2
     try:
         return export(args)

@@ -446,12 +446,14 @@ def test_calibration_sets_runs_side_by_side(tmp_path, capsys):
     save(storage, 3, third)
     assert calibration.main(["--storage", str(storage), "--out", str(out)]) == 0
     text = (out / "calibration.md").read_text()
-    # 4 train and 4 forward cells (compile, torchscript x batch 1, 64), all at 2 threads; train compile b64: spread
-    # 2.2/2 = 1.10; its two agreeing runs are consistent, the third with neither (|z| 4.3 > 1.96)
+    # 4 train and 4 forward cells (compile, torchscript x batch 1, 64), all at 2 threads; train
+    # compile b64: spread 2.2/2 = 1.10; its two agreeing runs are consistent, the third with
+    # neither (|z| 4.3 > 1.96)
     row = ("| compile-step-im2col | 2 | 64 | 2.00x [1.94, 2.06] | 2.00x [1.94, 2.06] | 2.20x [2.13, 2.27] "
            "| 1.10 | 1/3 |")
     assert row + " 1.06 (9) |" in text  # every process of the three runs: 2.06 / 1.94
-    assert "| 2 threads: (cell, run pair) consistent by the two-sample test, at least 95% | 92% of 24 (train 83%, forward 100%;" in text
+    assert ("| 2 threads: (cell, run pair) consistent by the two-sample test, at least 95% | "
+            "92% of 24 (train 83%, forward 100%;") in text
     assert "| not met |" in text  # 22 of 24 pairs < 95%
     assert "3 ordered pairs" not in text and "(6 ordered pairs)" in text
     assert calibration.main(["0001", "--storage", str(storage), "--out", str(out)]) == 2

@@ -224,7 +224,7 @@ def main(argv=None):
         args.command = " ".join(["python -m bench.deployed", *(sys.argv[1:] if argv is None else argv)])
         return measure(args)
     except cli.UsageError as error:
-        print(f"bench.deployed: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('bench.deployed')}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("bench.deployed: interrupted; nothing written", file=sys.stderr)

@@ -272,7 +272,7 @@ def main(argv=None):
         if not cells:
             raise RunError("no training-step cell with a paired speedup is in every one of these runs")
     except (UsageError, RunError) as error:
-        print(f"python -m bench.calibration: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('python -m bench.calibration')}: error: {error}", file=sys.stderr)
         return 2
     totals = summary(runs, cells)
     text = render(runs, cells, totals)

@@ -170,7 +170,7 @@ def main(argv=None):
             raise cli.UsageError(f"--threshold must be a finite number >= 0, got {args.threshold}")
         base, cand = pick_runs([n for n in (args.baseline, args.candidate) if n], args.storage)
     except (cli.UsageError, RunError) as error:
-        print(f"python -m bench.compare: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('python -m bench.compare')}: error: {error}", file=sys.stderr)
         return 2
     regressions = compare_runs(base, cand, args.threshold)
     disagreeing = agreement_failures(cand)

@@ -91,11 +91,11 @@ def main(argv=None):
         run = find_run(args.run, args.storage) if args.run else require_runs(args.storage)[-1]
         written = write_report(run, args.out)
     except (cli.UsageError, RunError) as error:
-        print(f"python -m bench.report: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('python -m bench.report')}: error: {error}", file=sys.stderr)
         return 2
     except OSError as error:
-        print(f"python -m bench.report: error: cannot write to --out {args.out}: {error.strerror or error}",
-              file=sys.stderr)
+        print(f"{cli.prog('python -m bench.report')}: error: cannot write to --out {args.out}: "
+              f"{error.strerror or error}", file=sys.stderr)
         return 2
     print(f"report of {display_path(run['path'])}: wrote {', '.join(display_path(p) for p in written)}")
     return 0

@@ -329,7 +329,7 @@ def main(argv=None):
     try:
         args = parse_args(argv)
     except UsageError as error:
-        print(f"python -m bench.agreement: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('python -m bench.agreement')}: error: {error}", file=sys.stderr)
         return 2
     threads = args.threads or (1 if args.drift else None)
     if threads:

@@ -209,7 +209,7 @@ def main(argv=None):
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except cli.UsageError as error:
-        print(f"python -m bench.autotune_study: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('python -m bench.autotune_study')}: error: {error}", file=sys.stderr)
         return 2
     batch_sizes = args.batch_sizes
     if args.child:
@@ -218,7 +218,7 @@ def main(argv=None):
         try:
             parts = [json.loads(Path(path).read_text()) for path in args.render]
         except (OSError, ValueError) as error:
-            print(f"python -m bench.autotune_study: error: --render: {error}", file=sys.stderr)
+            print(f"{cli.prog('python -m bench.autotune_study')}: error: --render: {error}", file=sys.stderr)
             return 2
         data = {**parts[0], "runs": [run for part in parts for run in part["runs"]],
                 "verdict": args.verdict or parts[0]["verdict"]}
@@ -240,7 +240,7 @@ def main(argv=None):
                                   timeout=process.CHILD_TIMEOUT * len(batch_sizes),  # per batch size
                                   env={"TORCHINDUCTOR_CACHE_DIR": cache})
             except process.ChildFailed as error:
-                print(f"python -m bench.autotune_study: error: {error}", file=sys.stderr)
+                print(f"{cli.prog('python -m bench.autotune_study')}: error: {error}", file=sys.stderr)
                 return 1
             runs.append(run)
             print(f"repeat {i + 1}: " + "\n".join(f"batch {b}: {run['batches'][str(b)]['speedup_vs_eager']}"

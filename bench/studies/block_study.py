@@ -60,7 +60,7 @@ def main(argv=None):
             cli.backend_list(name)
             cells.append((name, cli.positive(batch)))
     except (UsageError, argparse.ArgumentTypeError, ValueError) as error:
-        print(f"python -m bench.block_study: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('python -m bench.block_study')}: error: {error}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -116,7 +116,7 @@ def main(argv=None):
         names = (list(VARIANTS) if args.variants == "all"
                  else cli.parse_list(args.variants, "variant", VARIANTS))
     except (UsageError, argparse.ArgumentTypeError, ValueError) as error:
-        print(f"python -m bench.compile_study: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('python -m bench.compile_study')}: error: {error}", file=sys.stderr)
         return 2
     torch.set_num_threads(args.threads)
     chosen = "all" if names == list(VARIANTS) else shlex.quote(",".join(names))

@@ -148,7 +148,7 @@ def main(argv=None, measure_one=None):
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as error:
-        print(f"python -m bench.compile_time: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('python -m bench.compile_time')}: error: {error}", file=sys.stderr)
         return 2
     command = (f"PYTHONPATH=. python -m bench.compile_time --backends {','.join(args.backends)} "
                f"--batch-size {args.batch_size}")

@@ -199,7 +199,7 @@ def main(argv=None):
     try:
         args = parser.parse_args(argv)
     except cli.UsageError as error:
-        print(f"python -m bench.draw_net: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('python -m bench.draw_net')}: error: {error}", file=sys.stderr)
         return 2
     import matplotlib
     matplotlib.use("Agg")

@@ -67,11 +67,12 @@ def main(argv=None):
         args = parser.parse_args(argv)
         backends.check_choice("backend", args.backend, backends.CONFIGS)
     except (cli.UsageError, ValueError) as error:
-        print(f"python -m bench.gpu_check: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('python -m bench.gpu_check')}: error: {error}", file=sys.stderr)
         return 2
     reason = backends.unavailable(args.backend, "cuda")
     if reason:
-        print(f"python -m bench.gpu_check: error: cannot run on CUDA: {reason}", file=sys.stderr)
+        print(f"{cli.prog('python -m bench.gpu_check')}: error: cannot run on CUDA: {reason}",
+              file=sys.stderr)
         return 2
     path = Path(args.out) / "gpu_check.json"
     state = model.make_net().state_dict()
@@ -87,8 +88,8 @@ def main(argv=None):
         except Exception as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else ""
             result[f"{part} error"] = f"{type(error).__name__}: {first}"
-            print(f"python -m bench.gpu_check: error: {part} failed: {type(error).__name__}: {first}",
-                  file=sys.stderr)
+            print(f"{cli.prog('python -m bench.gpu_check')}: error: {part} failed: "
+                  f"{type(error).__name__}: {first}", file=sys.stderr)
             status = 1
         Path(args.out).mkdir(parents=True, exist_ok=True)
         files.write_text_atomic(str(path), json.dumps(result, indent=2) + "\n")

@@ -412,7 +412,7 @@ def main(argv=None):
     try:
         args = parse_args(sys.argv[1:] if argv is None else argv)
     except UsageError as error:
-        print(f"python -m bench.profile: error: {error}", file=sys.stderr)
+        print(f"{cli.prog('python -m bench.profile')}: error: {error}", file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
