@@ -8,9 +8,11 @@ import random
 import statistics
 import time
 
+import torch
+
 import model
 from bench import backends, record
-from bench.measure import memory, timing
+from bench.measure import memory, noise, timing
 
 BATCH_SIZES = [1, 64, 256]
 MODES = ["train", "forward"]
@@ -27,6 +29,26 @@ def one_call(runner, mode_name, pool, device, start=0):
     if mode_name == "train":
         return timing.synchronized(lambda: runner.train_step(*next(batches)), device)
     return timing.synchronized(lambda: runner.forward(next(batches)[0]), device)
+
+
+def time_paired(call, baseline, device, seconds=timing.PAIRED_SECONDS, phases=None, **block_options):
+    """How the suite times one cell, for the worker and every study: `call` (warm) paired with
+    `baseline` (warm eager) after a settled heap, under the recompile guard and the noise monitor,
+    then the call's memory and a finite check. A record.ModeTiming; its seconds go into `phases`."""
+    phases, start = {} if phases is None else phases, time.perf_counter()
+    timing.settle_heap()
+    # What the warm-up compiled is what is timed: a torch.compile recompilation in the rounds
+    # (a guard that fails on a round's batch or state) raises instead of being timed.
+    with torch.compiler.set_stance("fail_on_recompile"):
+        monitor = noise.Monitor().start()
+        blocks = timing.paired_blocks(call, baseline, seconds, **block_options)
+        noisy = monitor.stop()
+        middle = time.perf_counter()
+        peak = memory.peak_over_call(call, device)
+        finite = bool(torch.isfinite(call()).all())
+    phases["timing"] = phases.get("timing", 0.0) + middle - start
+    phases["memory"] = phases.get("memory", 0.0) + time.perf_counter() - middle
+    return record.ModeTiming(**blocks, finite=finite, noise=noisy, memory=peak)
 
 
 class PreparedRunner:

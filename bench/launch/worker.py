@@ -27,7 +27,7 @@ import model  # noqa: E402
 from bench import backends, cli, record, session  # noqa: E402
 from bench.backends import EAGER  # noqa: E402
 from bench.launch import process  # noqa: E402
-from bench.measure import memory, noise, timing  # noqa: E402
+from bench.measure import timing  # noqa: E402
 from bench.measure.timing import warm  # noqa: E402
 from bench.session import AGREEMENT_SEED, FirstCalls, RunnerCache, one_call  # noqa: E402
 
@@ -70,26 +70,13 @@ def measure_cells(names, modes, device, batch_size, seconds, progress, phases=No
 
 
 def time_cell(prepared, baseline, mode, pool, device, seconds, phases):
-    """One backend's ModeTiming, paired with `baseline` (eager, warm): warm-up, a settled heap,
-    the paired blocks under the recompile guard with the noise monitor, then its memory."""
+    """One backend's ModeTiming, paired with `baseline` (eager, warm): its warm-up, then
+    session.time_paired."""
     start = time.perf_counter()
     warm(one_call(FirstCalls(prepared), mode, pool, device))
     call = one_call(prepared.runner, mode, pool, device)
-    timing.settle_heap()
     phases["warm-up"] += time.perf_counter() - start
-    # What the warm-up compiled is what is timed: a torch.compile recompilation in the rounds
-    # (a guard that fails on a round's batch or state) raises instead of being timed.
-    with torch.compiler.set_stance("fail_on_recompile"):
-        start = time.perf_counter()
-        monitor = noise.Monitor().start()
-        blocks = timing.paired_blocks(call, baseline, seconds)
-        noisy = monitor.stop()
-        phases["timing"] += time.perf_counter() - start
-        start = time.perf_counter()
-        peak = memory.peak_over_call(call, device)
-        finite = bool(torch.isfinite(call()).all())
-        phases["memory"] += time.perf_counter() - start
-    return record.ModeTiming(**blocks, finite=finite, noise=noisy, memory=peak)
+    return session.time_paired(call, baseline, device, seconds, phases)
 
 
 def measure_sgemm(size, device, seconds):

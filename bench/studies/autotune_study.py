@@ -91,6 +91,7 @@ def child(batch_sizes):
         block_calls = {name: timing.calls_per_block(timing.timed_block(step, 1), min_calls=1)
                        for name, step in steps.items()}
         load_before = f"{noise.load_average():.2f}"  # as /proc/loadavg writes it
+        # Not session.time_paired: three steps (eager, autotuned, not) alternate in one sequence here.
         blocks = timing.alternating_blocks(steps, block_calls, ROUNDS)
         per_step = {name: [sum(block) / len(block) for block in blocks[name]] for name in steps}
         ratios = {name: [e / t for e, t in zip(per_step[EAGER], per_step[name], strict=True)]

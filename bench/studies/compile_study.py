@@ -72,12 +72,10 @@ def measure(name, batch_size, seconds):
     eager_runner = backends.create(EAGER, model.make_net().state_dict())
     eager = timing.warm(session.one_call(eager_runner, "train", pool, "cpu"), calls=5)
     load = noise.load_average()
-    monitor = noise.Monitor().start()
-    timing.settle_heap()
-    with torch.compiler.set_stance("fail_on_recompile"):
-        info = timing.summarize([timing.paired_blocks(call, eager, seconds=seconds)])
+    timed = session.time_paired(call, eager, "cpu", seconds)
+    info = timing.summarize([timed.blocks()])
     row.update(speedup=[info["speedup"], info["speedup_low"], info["speedup_high"]],
-               load_average=[load, noise.load_average()], **monitor.stop())
+               load_average=[load, noise.load_average()], **timed.noise)
     return row
 
 
