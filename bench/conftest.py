@@ -60,6 +60,9 @@ def option_list(config, option, choices=None):
 
 @pytest.hookimpl(trylast=True)  # after pytest-benchmark has made its session
 def pytest_configure(config):
+    if config.getoption("benchmark_timer", timing.REPLAY_TIMER) != timing.REPLAY_TIMER:
+        raise pytest.UsageError(f"--benchmark-timer: the suite's rounds are replayed from its worker "
+                                f"processes; it must stay {timing.REPLAY_TIMER}")
     if config.getoption("backends").strip() == "all":
         config.option.backends = ",".join(backends.CONFIGS)
     selection = {

@@ -1,6 +1,10 @@
 """Paired timing, machine noise and memory figures, on a simulated clock where timing matters:
 no test here depends on how fast this machine happens to be."""
 
+import json
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -101,18 +105,21 @@ def test_the_change_interval_holds_zero_for_the_same_processes_and_not_for_a_20_
     assert 0.1 < low < 0.2 < high < 0.3
 
 
-def test_replayed_rounds_are_the_recorded_call_times():
-    class Fixture:  # pytest-benchmark's own pedantic loop, reading its clock through _timer
-        def pedantic(self, target, rounds, iterations, warmup_rounds):
-            self.data = []
-            for _ in range(rounds):
-                start = self._timer()
-                target()
-                self.data.append(self._timer() - start)
-
-    fixture = Fixture()
-    timing.record(fixture, [1e-3, 2e-3, 5e-4])
-    assert fixture.data == pytest.approx([1e-3, 2e-3, 5e-4])
+def test_pytest_benchmark_records_the_replayed_call_times(tmp_path):
+    """Through pytest-benchmark itself (its fixture, its --benchmark-timer option and its JSON), so
+    that a release that reads its clock differently fails here, not silently in the results."""
+    (tmp_path / "test_replay.py").write_text(
+        "from bench.measure import timing\n"
+        "def test_it(benchmark):\n"
+        "    timing.record(benchmark, [1e-3, 2e-3, 5e-4])\n")
+    out = tmp_path / "out.json"
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path),
+                             "--rootdir", str(tmp_path), f"--benchmark-timer={timing.REPLAY_TIMER}",
+                             f"--benchmark-json={out}"], capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    [bench] = json.loads(out.read_text())["benchmarks"]
+    assert bench["stats"]["data"] == pytest.approx([1e-3, 2e-3, 5e-4])
+    assert timing.replay_clock.durations is None and timing.replay_clock() > 0  # perf_counter again
 
 
 def test_median_interval_covers_the_median_and_narrows_with_more_pairs():

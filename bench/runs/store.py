@@ -67,7 +67,12 @@ def save_run(folder, benchmarks):
 def protect_saved_runs(storage):
     """pytest-benchmark numbers a saved run after the newest one on disk and then opens it for
     writing; its save goes through save_numbered instead, keeping pytest-benchmark's names
-    (NNNN_<tag>_<pid>.json) and its first number."""
+    (NNNN_<tag>_<pid>.json) and its first number.
+
+    PRIVATE API, the suite's only use of it: pytest-benchmark has no public hook for how a run is
+    written, so this replaces FileStorage.save and reads FileStorage._next_num.
+    tests/test_runs.py::test_pytest_benchmark_storage_still_has_what_the_suite_replaces fails
+    when a release changes either."""
     from pathlib import Path
 
     from pytest_benchmark.utils import safe_dumps
