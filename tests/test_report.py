@@ -164,6 +164,29 @@ def test_report_writes_markdown_and_charts(tmp_path, capsys):
     assert "0001_" in (out / "REPORT.md").read_text()
 
 
+def test_report_copies_its_answer_table_into_the_readme_between_the_markers(tmp_path, monkeypatch):
+    """The README's results table is never typed: the default report rewrites only what lies between
+    its markers, and leaves a README without markers alone."""
+    storage, out = tmp_path / "benchmarks", tmp_path / "results"
+    save(storage, 1, run_data())
+    readme = tmp_path / "README.md"
+    readme.write_text("# top\n<!-- main-table:start -->\nstale\n<!-- main-table:end -->\n## after\n")
+    monkeypatch.setattr(report, "DEFAULT_OUT", str(out))
+    monkeypatch.setattr(report, "README", str(readme))
+    assert report.main(["--storage", str(storage)]) == 0
+    text = readme.read_text()
+    start, end = "<!-- main-table:start -->", "<!-- main-table:end -->"
+    assert text.startswith(f"# top\n{start}") and text.endswith(f"{end}\n## after\n")
+    assert "stale" not in text
+    assert "| eager | cpu | 2 | 1 ms (A/A 1.00x [0.97, 1.03]) |" in text
+    table = (out / "REPORT.md").read_text().partition(start)[2].partition(end)[0]
+    assert table and table in text
+
+    readme.write_text("# no markers\n")
+    assert report.main(["--storage", str(storage)]) == 0
+    assert readme.read_text() == "# no markers\n"
+
+
 def test_runs_saved_before_the_rename_read_with_todays_names(tmp_path):
     """A run saved when compile-step-im2col was `compile` (and compile-step `compile-aten`) reads
     with today's names, so report, compare and calibration line it up with new runs."""

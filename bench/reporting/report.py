@@ -7,14 +7,15 @@
 Each saved run is a pytest-benchmark JSON file (results/benchmarks/<machine>/NNNN_*.json).
 Speedups are against eager from the same run; effective GFLOP/s (FLOPs of the timed unit
 from torch.utils.flop_counter / median time) is set against the sgemm GFLOP/s of the same
-run and device. Only REPORT.md and the chart PNGs in --out are written, each atomically;
+run and device. Only REPORT.md and the chart PNGs in --out (and, for the default --out, the README's
+results table between its main-table markers) are written, each atomically;
 nothing else in results/ is touched.
 """
 
 import os
 import sys
 
-from bench import cli
+from bench import cli, files
 from bench.files import write_atomic
 from bench.reporting.charts import draw_chart
 from bench.reporting.format import display_path
@@ -97,8 +98,31 @@ def main(argv=None):
         print(f"{cli.prog('python -m bench.report')}: error: cannot write to --out {args.out}: "
               f"{error.strerror or error}", file=sys.stderr)
         return 2
+    if os.path.abspath(args.out) == os.path.abspath(DEFAULT_OUT) and sync_readme(written):
+        written.append(README)
     print(f"report of {display_path(run['path'])}: wrote {', '.join(display_path(p) for p in written)}")
     return 0
+
+
+README = os.path.join(os.path.dirname(os.path.abspath(DEFAULT_OUT)), "README.md")
+START, END = "<!-- main-table:start -->", "<!-- main-table:end -->"
+
+
+def sync_readme(written):
+    """The README's results table is the report's answer table, copied between the same markers
+    (never typed): True when README.md was rewritten."""
+    report = next((p for p in written if p.endswith("REPORT.md")), None)
+    if report is None or not os.path.exists(README):
+        return False
+    with open(report, encoding="utf-8") as f:
+        table = f.read().partition(START)[2].partition(END)[0]
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
+    if not table or START not in text:
+        return False
+    before, _, rest = text.partition(START)
+    files.write_text_atomic(README, before + START + table + END + rest.partition(END)[2])
+    return True
 
 
 if __name__ == "__main__":
