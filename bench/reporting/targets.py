@@ -68,6 +68,6 @@ def targets_section(run):
                       "", markdown_table(["target", "measured in this run", "answer"], table), "",
                       "Where the time goes: the profile summary below and [PROFILE.md](PROFILE.md); "
                       "what was tried for each backend, kept and dropped: "
-                      "[README.md](../README.md#what-was-tried-for-speed).",
+                      "[docs/tried.md](../docs/tried.md).",
                       ""]
     return lines
