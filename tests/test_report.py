@@ -178,6 +178,7 @@ def test_report_copies_its_answer_table_into_the_readme_between_the_markers(tmp_
     start, end = "<!-- main-table:start -->", "<!-- main-table:end -->"
     assert text.startswith(f"# top\n{start}") and text.endswith(f"{end}\n## after\n")
     assert "stale" not in text
+    assert "Run `0001_" in text  # the copied table names its run
     assert "| eager | cpu | 2 | 1 ms (A/A 1.00x [0.97, 1.03]) |" in text
     table = (out / "REPORT.md").read_text().partition(start)[2].partition(end)[0]
     assert table and table in text

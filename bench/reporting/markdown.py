@@ -1,5 +1,7 @@
 """REPORT.md's text for one run: its header, main table, targets and one table per (mode, device, threads)."""
 
+import os
+
 from bench.backends import EAGER
 from bench.measure import noise, timing
 from bench.reporting.format import (
@@ -192,8 +194,13 @@ def answer_table(run, mode):
     if not rows:
         return []
     table = markdown_table(["backend", "device", "threads", *(f"batch {b}" for b in batches)], rows)
-    if mode == MAIN_TABLE_MODE:
-        table = f"<!-- main-table:start -->\n{table}\n<!-- main-table:end -->"
+    if mode == MAIN_TABLE_MODE:  # copied into the README as it stands, so it names its run
+        machine, commit = run["machine"], run["commit"]
+        dirty = " with uncommitted changes" if commit.get("dirty") else ""
+        source = (f"Run `{os.path.basename(run['path'])}` ({run['datetime'].date().isoformat()}, commit "
+                  f"{commit.get('id', 'unknown')[:7]}{dirty}; {cpu_of(machine)}, "
+                  f"{machine.get('cpu_count', '?')} CPUs; torch {machine.get('torch', '?')}):")
+        table = f"<!-- main-table:start -->\n{source}\n\n{table}\n<!-- main-table:end -->"
     title = MODE_TITLES[mode].lower()
     return [f"## The answer: {title}, time per call (speedup against eager [95% interval])", "", table, ""]
 
