@@ -30,6 +30,7 @@ COMMANDS = {
     "ddp": ("bench.studies.ddp", "the data-parallel training step under torchrun"),
     "draw-net": ("bench.studies.draw_net", "a picture of the Net"),
     "gpu-check": ("bench.studies.gpu_check", "CUDA timings synchronised and not"),
+    "versions": ("bench.versions", "the suite across torch releases, one venv each; --report"),
     "study": (None, "a study: compile, blocks, autotune or compile-time"),
 }
 STUDIES = {

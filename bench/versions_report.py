@@ -1,0 +1,255 @@
+"""results/versions.md and results/versions.png: what each torch release did, from the runs
+`lenet-bench versions` saved (those whose JSON has lenet_bench.versions) and the step records it
+wrote in each release's venv (tests, the zero-gradient probe, the reproducer's output).
+
+Written by `lenet-bench versions --report`; every figure in the page comes from those."""
+
+import datetime
+import json
+import os
+import subprocess
+
+from bench.runs.load import load_runs
+
+COMMAND = "lenet-bench versions --report"
+
+
+def release_key(version):
+    return tuple(int(part) for part in version.split("."))
+
+
+def versions_runs(store):
+    """{release: {threads: run}}: the newest complete tagged run per release and thread count."""
+    found = {}
+    for run in load_runs(store):
+        with open(run["path"]) as f:
+            raw = json.load(f)
+        tag = raw.get("lenet_bench", {}).get("versions")
+        if not tag or raw.get("lenet_bench", {}).get("interrupted"):
+            continue
+        raw["path"] = run["path"]
+        threads = {b["extra_info"].get("threads") for b in raw["benchmarks"]} - {None}
+        for count in threads:
+            found.setdefault(tag["torch_release"], {})[count] = raw
+    return found
+
+
+def cells(run):
+    """{(mode, backend, batch, threads): extra_info} and {threads: sgemm median seconds}."""
+    table, sgemm = {}, {}
+    for bench in run["benchmarks"]:
+        info = bench["extra_info"]
+        if info.get("mode") == "sgemm":
+            sgemm[info["threads"]] = bench["stats"]["median"]
+        elif info.get("backend"):
+            table[(info["mode"], info["backend"], info["batch_size"], info["threads"])] = info
+    return table, sgemm
+
+
+def speedup_text(info):
+    if info is None:
+        return "-"
+    if info.get("speedup") is None:
+        return f"{info.get('agreement', '?')}: not timed"
+    verdict = "" if info.get("agreement") == "pass" else f" {info.get('agreement')}"
+    return f"{info['speedup']:.2f}x [{info['speedup_low']:.2f}, {info['speedup_high']:.2f}]{verdict}"
+
+
+def changes(table, releases):
+    """Cells where a release changed the agreement verdict, or moved the speedup beyond both
+    intervals (each release's median outside the other's interval), between consecutive releases
+    that both have the cell."""
+    found = []
+    for key in sorted({key for release in releases for key in table[release]}, key=str):
+        have = [(release, table[release][key]) for release in releases if key in table[release]]
+        for (r1, a), (r2, b) in zip(have, have[1:]):
+            if a.get("agreement") != b.get("agreement"):
+                found.append((key, r1, r2, f"verdict {a.get('agreement')} -> {b.get('agreement')}"))
+            elif None not in (a.get("speedup"), b.get("speedup")) and (
+                    not a["speedup_low"] <= b["speedup"] <= a["speedup_high"]
+                    and not b["speedup_low"] <= a["speedup"] <= b["speedup_high"]):
+                found.append((key, r1, r2, f"speedup {speedup_text(a)} -> {speedup_text(b)}"))
+    return found
+
+
+def disk_gb(path):
+    try:
+        out = subprocess.run(["du", "-s", "--block-size=1", path], capture_output=True, text=True,
+                             timeout=300)
+        return int(out.stdout.split()[0]) / 1e9
+    except (OSError, ValueError, IndexError, subprocess.TimeoutExpired):
+        return None
+
+
+def state_of(venvs, release):
+    try:
+        with open(os.path.join(venvs, f"torch-{release}", "lenet-bench-versions.json")) as f:
+            return json.load(f)["steps"]
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def chart(table, releases, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [key for key in sorted({k for r in releases for k in table[r]}, key=str)
+            if key[0] == "train" and key[1] != "eager"]
+    backends = sorted({key[1] for key in keys})
+    batches = sorted({key[2] for key in keys})
+    threads = sorted({key[3] for key in keys})
+    if not keys:
+        return False
+    fig, axes = plt.subplots(len(threads), len(batches), figsize=(4.2 * len(batches), 3.4 * len(threads)),
+                             squeeze=False, sharey=True)
+    width = 0.8 / max(len(releases), 1)
+    colours = plt.get_cmap("viridis")
+    for row, count in enumerate(threads):
+        for col, batch in enumerate(batches):
+            ax = axes[row][col]
+            for i, release in enumerate(releases):
+                xs, ys, lows, highs = [], [], [], []
+                for j, backend in enumerate(backends):
+                    info = table[release].get(("train", backend, batch, count))
+                    if info and info.get("speedup"):
+                        xs.append(j + (i - (len(releases) - 1) / 2) * width)
+                        ys.append(info["speedup"])
+                        lows.append(info["speedup"] - info["speedup_low"])
+                        highs.append(info["speedup_high"] - info["speedup"])
+                ax.bar(xs, ys, width, yerr=[lows, highs], capsize=2, label=f"torch {release}",
+                       color=colours(i / max(len(releases) - 1, 1)))
+            ax.axhline(1.0, color="grey", linewidth=0.8)
+            ax.set_xticks(range(len(backends)), backends, rotation=30, ha="right", fontsize=8)
+            ax.set_title(f"train step, batch {batch}, {count} thread{'s' * (count > 1)}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel("speedup vs eager (same release)")
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=len(releases), fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write(store, out_folder, venvs, out=print):
+    from bench.versions import RELEASES, TEST_COMMAND
+
+    runs = versions_runs(store)
+    releases = sorted(runs, key=release_key)
+    table = {release: {} for release in releases}
+    sgemm = {release: {} for release in releases}
+    for release in releases:
+        for count, run in runs[release].items():
+            cells_of, sgemm_of = cells(run)
+            table[release].update({key: info for key, info in cells_of.items() if key[3] == count})
+            sgemm[release].update(sgemm_of)
+    lines = ["# What each torch release did", "",
+             f"Written by `{COMMAND}` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC "
+             "from the runs `lenet-bench versions` saved in results/benchmarks/ (tagged "
+             "`lenet_bench.versions` in their JSON) "
+             f"and the step records it keeps in each release's venv ({venvs}/torch-VERSION/"
+             "lenet-bench-versions.json). One machine, the releases back to back; each benchmark run is "
+             "`pytest bench --benchmark-only --quick --threads N` (one worker process: its intervals are "
+             "within one process and do not cover the process-to-process noise that docs/method.md measures, "
+             "so a move between two releases is a lead, not a verdict, until a default run repeats it).", ""]
+    not_run = [release for release in RELEASES if release not in runs]
+    lines += ["## The releases", "",
+              "| release | torch | onnxruntime | venv disk | install | test command "
+              "| zero-grad defect (batch 8) | benchmark runs |", "|---|---|---|---|---|---|---|---|"]
+    for release in sorted(set(RELEASES) | set(releases), key=release_key):
+        steps = state_of(venvs, release)
+        install = steps.get("install", {})
+        tests = steps.get("tests", {})
+        probe = (steps.get("zero-grad") or {}).get("probe")
+        gb = disk_gb(os.path.join(venvs, f"torch-{release}")) if os.path.isdir(
+            os.path.join(venvs, f"torch-{release}")) else None
+        run_names = ", ".join(f"{os.path.basename(r['path'])[:4]} ({t} thr, "
+                              f"{r['lenet_bench'].get('session_seconds', 0):.0f} s)"
+                              for t, r in sorted(runs.get(release, {}).items()))
+        tests_text = (f"{'pass' if tests.get('ok') else 'FAIL'}: {tests.get('summary') or '?'} "
+                      f"({tests.get('seconds', 0):.0f} s wall, shared CPU)") if tests else "not run"
+        probe_text = ("**yes**" if probe["defect"] else "no") + \
+            f" (max gradient difference {probe['max_gradient_difference']:.2g})" if probe else "not run"
+        install_text = (f"{install.get('seconds', 0):.0f} s" if "seconds" in install else
+                        "reused" if install.get("ok") else "not run")
+        lines.append(f"| {release} | {install.get('torch') or '-'} | {install.get('onnxruntime') or '-'} | "
+                     f"{f'{gb:.1f} GB' if gb else '-'} | {install_text} | {tests_text} | {probe_text} | "
+                     f"{run_names or 'not run'} |")
+    lines += ["", f"Test command: `python -m {' '.join(TEST_COMMAND[1:])}` in the release's venv. "
+              "The zero-gradient probe: `python -m bench.versions_probe` (torch.compile(net) against eager, "
+              "one backward at batch 8, "
+              "the check tests/test_compile.py makes). Venv disk is `du -s` of the venv now.", ""]
+    if not_run:
+        lines += [f"Not benchmarked: {', '.join(not_run)} (no tagged run in the store).", ""]
+    found = changes(table, releases)
+    lines += ["## Where a release changed something", "",
+              "Consecutive releases that both have the cell; a verdict changed, or each release's speedup "
+              "lies outside the other's interval (eager's rows are its A/A check).", ""]
+    if found:
+        lines += ["| cell (mode, backend, batch, threads) | from | to | what |", "|---|---|---|---|"]
+        lines += [f"| {key[0]} {key[1]} B{key[2]} {key[3]}thr | {r1} | {r2} | {what} |"
+                  for key, r1, r2, what in found]
+    else:
+        lines.append("None.")
+    lines += ["", "## Speedup against eager of the same release", "",
+              "Each cell: the backend's speedup over eager (paired blocks, same process) with its 95% "
+              "interval; a verdict other than pass is written after it.", ""]
+    keys = sorted({key for release in releases for key in table[release]},
+                  key=lambda k: (k[0], k[3], k[2], k[1]))
+    lines += ["| mode | threads | batch | backend | " + " | ".join(releases) + " |",
+              "|---|---|---|---|" + "---|" * len(releases)]
+    for key in keys:
+        if key[1] == "eager":
+            continue
+        lines.append(f"| {key[0]} | {key[3]} | {key[2]} | {key[1]} | "
+                     + " | ".join(speedup_text(table[r].get(key)) for r in releases) + " |")
+    lines += ["", "## Eager's own time per training step, against the same run's sgemm", "",
+              "Eager's time per step over the 1024x1024 sgemm's median time of the same run and thread count "
+              "(so that the machine's phase does not read as a release's change); ms in brackets.", ""]
+    lines += ["| threads | batch | " + " | ".join(releases) + " |", "|---|---|" + "---|" * len(releases)]
+    for key in keys:
+        if key[0] != "train" or key[1] != "eager":
+            continue
+        row = []
+        for release in releases:
+            info, ref = table[release].get(key), sgemm[release].get(key[3])
+            if info and ref and info.get("paired_seconds_per_call"):
+                row.append(f"{info['paired_seconds_per_call'] / ref:.3f} sgemm "
+                           f"({info['paired_seconds_per_call'] * 1e3:.3g} ms; sgemm {ref * 1e3:.3g} ms)")
+            else:
+                row.append("-")
+        lines.append(f"| {key[3]} | {key[2]} | " + " | ".join(row) + " |")
+    lines += ["", "## First call (compile, export, session) at one thread", "",
+              "The first training call in the worker, in seconds, from the one-thread run (the release's "
+              "first run in its venv); `cold` when Inductor's cache missed, `warm` when it hit (the cache is "
+              "shared by the releases' venvs but keyed by torch version).", ""]
+    lines += ["| backend | batch | " + " | ".join(releases) + " |", "|---|---|" + "---|" * len(releases)]
+    for key in keys:
+        if key[0] != "train" or key[3] != 1 or key[1] == "eager":
+            continue
+        row = []
+        for release in releases:
+            info = table[release].get(key)
+            if info and info.get("first_call_seconds") is not None:
+                cache = info.get("first_call_cache") or {}
+                state = "cold" if cache.get("misses") else "warm" if cache.get("hits") else "no cache"
+                row.append(f"{info['first_call_seconds']:.2f} s ({state})")
+            else:
+                row.append("-")
+        lines.append(f"| {key[1]} | {key[2]} | " + " | ".join(row) + " |")
+    repro_outputs = [(release, (state_of(venvs, release).get("repro") or {})) for release in releases]
+    lines += ["", "## The zero-gradient reproducer (repro/*zero*/)", ""]
+    if any(record.get("output") for _, record in repro_outputs):
+        for release, record in repro_outputs:
+            lines += [f"torch {release}:", "", "```", (record.get("output") or "not run").rstrip(), "```", ""]
+    else:
+        lines += ["Not run: no repro/*zero*/ folder existed when the matrix ran.", ""]
+    png = os.path.join(out_folder, "versions.png")
+    if chart(table, releases, png):
+        lines += ["## Chart", "", "![training-step speedup per release](versions.png)", ""]
+    with open(os.path.join(out_folder, "versions.md"), "w") as f:
+        f.write("\n".join(lines))
+    out(f"wrote {os.path.join(out_folder, 'versions.md')} from {sum(len(v) for v in runs.values())} runs "
+        f"of {len(releases)} releases")

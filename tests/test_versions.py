@@ -1,0 +1,137 @@
+"""lenet-bench versions: its arguments, its plan and its resuming, with a fake runner (no venv is
+made and nothing is installed here), and the report's change detection."""
+
+import json
+import os
+
+import pytest
+
+from bench import cli, versions, versions_report
+
+
+def run_main(argv, capsys, runner=None):
+    lines = []
+    code = versions.main(argv, runner=runner or (lambda *a: pytest.fail("nothing may run")), out=lines.append)
+    return code, lines, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--torch", "2.14"], "--torch: expected a release like 2.14.1, got '2.14'"),
+    (["--torch", "latest"], "--torch: expected a release like 2.14.1, got 'latest'"),
+    (["--torch", ","], "--torch: no release given"),
+    (["--steps", "tests,bench"], "--steps: unknown step 'bench'"),
+    (["--redo", "everything"], "--redo: unknown step 'everything'"),
+    (["--frobnicate"], "unrecognized arguments: --frobnicate"),
+])
+def test_bad_arguments_are_one_line_and_exit_2(argv, message, capsys):
+    code, lines, err = run_main(argv, capsys)
+    assert code == 2 and lines == []
+    assert err.startswith("lenet-bench versions: error: ") and message in err and err.count("\n") == 1
+
+
+def test_registered_under_the_one_command_line(capsys):
+    assert cli.COMMANDS["versions"][0] == "bench.versions"
+    assert cli.main(["versions", "--torch", "x.y.z"]) == 2
+    assert capsys.readouterr().err.startswith("lenet-bench versions: error: --torch")
+
+
+def test_help_states_disk_and_time(capsys):
+    with pytest.raises(SystemExit):
+        versions.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "GB" in text and "minutes" in text
+
+
+def test_dry_run_plans_every_step_of_a_new_release(tmp_path, capsys):
+    code, lines, _ = run_main(["--torch", "2.15.0", "--venvs", str(tmp_path), "--dry-run",
+                               "--lock", "/tmp/x.lock", "--ignore-pip-config"], capsys)
+    assert code == 0
+    text = "\n".join(lines)
+    venv = tmp_path / "torch-2.15.0"
+    assert f"-m venv {venv}" in text
+    assert "PIP_CONFIG_FILE=/dev/null flock -s /tmp/x.lock" in text and "torch==2.15.0 -e .[dev]" in text
+    python = str(venv / "bin" / "python")
+    assert f"flock -s /tmp/x.lock {python} -m pytest tests bench --benchmark-disable" in text
+    assert "flock -x /tmp/x.lock" in text and "--quick --threads 1" in text
+    assert f"--quick --threads {os.cpu_count()}" in text
+    assert not venv.exists()  # a dry run makes nothing
+
+
+def fake_runner(calls, fail=()):
+    """Records each command; a benchmark command saves a run in its --benchmark-storage as pytest would."""
+    def run(command, env, log):
+        calls.append(command)
+        step = next((s for s in fail if s in " ".join(command)), None)
+        for arg in command:
+            if arg.startswith("--benchmark-storage="):
+                folder = os.path.join(arg.split("=", 1)[1], "Linux-CPython-3.11-64bit")
+                os.makedirs(folder, exist_ok=True)
+                threads = int(command[command.index("--threads") + 1])
+                run_json = {"machine_info": {"torch": "2.15.0+cu132", "onnxruntime": "1.32.0"},
+                            "commit_info": {}, "datetime": "2026-12-06T10:00:00+00:00", "version": "5.3.1",
+                            "lenet_bench": {"interrupted": False, "session_seconds": 70.0},
+                            "benchmarks": [{"extra_info": {"threads": threads}}]}
+                with open(os.path.join(folder, "0001_abc_20261206_100000_1.json"), "w") as f:
+                    json.dump(run_json, f)
+        if "pytest" in command and "tests" in command:
+            with open(log, "a") as f:
+                f.write("===== 188 passed, 53 skipped in 383.0s =====\n")
+        return 1 if step else 0
+    return run
+
+
+def test_a_release_runs_its_steps_keeps_tagged_runs_and_resumes(tmp_path, capsys):
+    store = tmp_path / "store"
+    argv = ["--torch", "2.15.0", "--venvs", str(tmp_path / "venvs"), "--store", str(store),
+            "--steps", "tests,bench-1thread,bench-allcores"]
+    (tmp_path / "venvs" / "torch-2.15.0").mkdir(parents=True)
+    calls = []
+    code, lines, _ = run_main(argv, capsys, fake_runner(calls))
+    assert code == 0, lines
+    assert len(calls) == 3
+    kept = sorted((store / "Linux-CPython-3.11-64bit").iterdir())
+    assert [p.name[:5] for p in kept] == ["0001_", "0002_"]
+    tags = [json.loads(p.read_text())["lenet_bench"]["versions"] for p in kept]
+    assert [t["torch_release"] for t in tags] == ["2.15.0", "2.15.0"] and tags[0]["torch"] == "2.15.0+cu132"
+    state = json.loads((tmp_path / "venvs" / "torch-2.15.0" / versions.STATE_FILE).read_text())
+    assert state["steps"]["tests"]["summary"] == "188 passed, 53 skipped in 383.0s"
+    # a second call finds everything done and runs nothing; --redo runs one step again
+    code, lines, _ = run_main(argv, capsys)
+    assert code == 0 and all(" done " in line for line in lines)
+    calls.clear()
+    assert run_main(argv + ["--redo", "tests"], capsys, fake_runner(calls))[0] == 0
+    assert len(calls) == 1 and "tests" in calls[0]
+
+
+def test_a_failing_step_is_recorded_and_retried_next_time(tmp_path, capsys):
+    argv = ["--torch", "2.11.0", "--venvs", str(tmp_path), "--store", str(tmp_path / "store"),
+            "--steps", "tests"]
+    (tmp_path / "torch-2.11.0").mkdir()
+    assert run_main(argv, capsys, fake_runner([], fail=["pytest"]))[0] == 1
+    calls = []
+    assert run_main(argv, capsys, fake_runner(calls))[0] == 0 and len(calls) == 1
+
+
+def test_a_failed_install_stops_the_release(tmp_path, capsys):
+    calls = []
+    code, lines, _ = run_main(["--torch", "2.12.1", "--venvs", str(tmp_path), "--store", str(tmp_path / "s")],
+                              capsys, fake_runner(calls, fail=["-m venv"]))
+    assert code == 1 and len(calls) == 1 and "install FAILED" in lines[-1]
+
+
+def test_constraints_drop_torch_and_setuptools_only(tmp_path):
+    text = open(versions.constraints_without_torch(str(tmp_path))).read()
+    assert "torch==" not in text and "setuptools==" not in text and "onnxruntime==1.32.0" in text
+
+
+def info(speedup, low, high, agreement="pass"):
+    return {"speedup": speedup, "speedup_low": low, "speedup_high": high, "agreement": agreement}
+
+
+def test_changes_lists_verdict_changes_and_moves_beyond_both_intervals():
+    key, other, same = ("train", "compile-net", 1, 1), ("train", "aotinductor", 1, 1), ("train", "x", 1, 1)
+    table = {"2.13.0": {key: info(0.6, 0.5, 0.7, "FAIL"), other: info(3.0, 2.9, 3.1),
+                        same: info(1, 0.9, 1.1)},
+             "2.14.1": {key: info(0.6, 0.5, 0.7), other: info(3.5, 3.4, 3.6), same: info(1.05, 1.0, 1.2)}}
+    found = versions_report.changes(table, ["2.13.0", "2.14.1"])
+    assert [(k, what.split()[0]) for k, _, _, what in found] == [(other, "speedup"), (key, "verdict")]
