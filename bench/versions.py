@@ -35,11 +35,12 @@ TEST_COMMAND = ["-m", "pytest", "tests", "bench", "--benchmark-disable", "-q"]
 BENCH_COMMAND = ["-m", "pytest", "bench", "--benchmark-only", "--quick"]
 
 HELP_EPILOG = """\
-disk and time per release (2-core AMD EPYC VM, shared; measured 2026-12-06, see docs/versions.md):
-  a venv with PyPI's torch (the CUDA build; it runs on the CPU) is 6.0-6.3 GB, its install
-  3-6 minutes of download; the CPU wheel (2.13.0+cpu, when on disk) about 1.3 GB, a minute.
-  The test command takes 7-12 minutes per release on this machine, each --quick benchmark run
-  (one thread, then all cores) about 1.5-3 minutes.  So about 15-20 minutes and 6 GB a release.
+disk and time per release (2-core AMD EPYC VM, shared; measured 2026-12-06, docs/versions.md):
+  a venv with PyPI's torch (the CUDA build; it runs on the CPU) is 5.6-6.4 GB and installs in
+  under 3 minutes; with the CPU wheel (2.13.0+cpu, on this machine's disk) 1.6 GB.  Each --quick
+  benchmark run is 2.5-3 minutes of pytest session; the test command dominates (about 17 minutes
+  alone with a cold Inductor cache, more beside other work).  About 6 GB and 25 minutes a release,
+  6 minutes without the tests (--steps install,bench-1thread,bench-allcores,zero-grad).
 
 examples:
   lenet-bench versions --torch 2.14.1            # one release: install, tests, both benchmark runs
@@ -244,7 +245,8 @@ def run_release(args, version, runner, out=print):
         if found and found[0].split("+")[0] == version:
             state["steps"]["install"] = {"ok": True, "reused": True, "torch": found[0],
                                          "onnxruntime": found[1]}
-            write_state(venv, state)
+            if not args.dry_run:
+                write_state(venv, state)
     todo = plan(args, version, state)
     for step, record in state["steps"].items():
         if step in args.steps and not any(step == name for name, _ in todo):
