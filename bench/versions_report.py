@@ -103,8 +103,10 @@ def chart(table, releases, path):
     if not keys:
         return False
     fig, axes = plt.subplots(len(threads), len(batches), figsize=(4.2 * len(batches), 3.4 * len(threads)),
-                             squeeze=False, sharey=True)
+                             squeeze=False)
     width = 0.8 / max(len(releases), 1)
+    medians = [table[r][k]["speedup"] for r in releases for k in keys if table[r].get(k, {}).get("speedup")]
+    limits = (min(medians + [1.0]) / 1.6, max(medians + [1.0]) * 1.6)
     colours = plt.get_cmap("viridis")
     for row, count in enumerate(threads):
         for col, batch in enumerate(batches):
@@ -121,10 +123,15 @@ def chart(table, releases, path):
                 ax.bar(xs, ys, width, yerr=[lows, highs], capsize=2, label=f"torch {release}",
                        color=colours(i / max(len(releases) - 1, 1)))
             ax.axhline(1.0, color="grey", linewidth=0.8)
+            ax.set_yscale("log")
+            ax.set_ylim(*limits)  # an interval wider than the panel runs off its edge
+            ticks = [t for t in (0.125, 0.25, 0.5, 1, 2, 4, 8, 16) if limits[0] <= t <= limits[1]]
+            ax.set_yticks(ticks, [f"{t:g}x" for t in ticks])
+            ax.minorticks_off()
             ax.set_xticks(range(len(backends)), backends, rotation=30, ha="right", fontsize=8)
             ax.set_title(f"train step, batch {batch}, {count} thread{'s' * (count > 1)}", fontsize=9)
             if col == 0:
-                ax.set_ylabel("speedup vs eager (same release)")
+                ax.set_ylabel("speedup vs eager (same release, log)")
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(releases), fontsize=8)
     fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -248,7 +255,9 @@ def write(store, out_folder, venvs, out=print):
         lines += ["Not run: no repro/*zero*/ folder existed when the matrix ran.", ""]
     png = os.path.join(out_folder, "versions.png")
     if chart(table, releases, png):
-        lines += ["## Chart", "", "![training-step speedup per release](versions.png)", ""]
+        lines += ["## Chart", "", "![training-step speedup per release](versions.png)", "",
+                  "Training step; bars are medians, whiskers the 95% intervals (cut at the panel's edge "
+                  "where wider); log scale, 1 = eager's speed in the same release.", ""]
     with open(os.path.join(out_folder, "versions.md"), "w") as f:
         f.write("\n".join(lines))
     out(f"wrote {os.path.join(out_folder, 'versions.md')} from {sum(len(v) for v in runs.values())} runs "
