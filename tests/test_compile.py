@@ -130,3 +130,31 @@ def test_compiled_net_gradients_at_batch_8_match_eager_without_the_layout_optimi
     if backends.unavailable("compile-net", "cpu"):
         pytest.skip(backends.unavailable("compile-net", "cpu"))
     assert compiled_gradient_error(8, layout_optimization=False) < 1e-5
+
+
+def test_compile_study_lite_variants_carry_modes_options_and_nothing_that_rewrites_the_net():
+    from bench.studies import compile_study
+
+    lite = dict(torch._inductor.list_mode_options("lite"))
+    assert lite.get("fallback_by_default") is True
+    config, options, _ = compile_study.VARIANTS["compile-net lite"]
+    assert config == "compile-net" and options["inductor_options"] == lite
+    _, options, _ = compile_study.VARIANTS["compile-net lite nchw"]
+    assert options["inductor_options"] == {**lite, "layout_optimization": False}
+    _, options, _ = compile_study.VARIANTS["compile-net aten-fallback"]
+    assert options["inductor_options"] == {"fallback_by_default": True}
+
+
+def test_standalone_zero_gradient_reproducer_agrees_with_the_suites_check():
+    """repro/inductor_zero_conv_grad/repro.py (plain torch) must call the batch-8 gradients wrong exactly
+    when this file's own check does, on whichever torch is installed."""
+    if backends.unavailable("compile-net", "cpu"):
+        pytest.skip(backends.unavailable("compile-net", "cpu"))
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "repro" / "inductor_zero_conv_grad" / "repro.py"
+    spec = importlib.util.spec_from_file_location("zero_conv_grad_repro", path)
+    repro = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(repro)
+    assert (repro.check(8) > 1e-4) == (compiled_gradient_error(8) > 1e-5), torch.__version__
