@@ -29,6 +29,18 @@ from bench.reporting.format import interval_text, markdown_table
 NCHW = {"layout_optimization": False}  # Inductor keeps the Net's NCHW layout (on CPU it goes channels-last)
 
 
+def lite_options():
+    """torch.compile(mode="lite")'s Inductor options (every op falls back to aten, no graph passes), or {}
+    on a torch that has no such mode."""
+    try:
+        return dict(torch._inductor.list_mode_options("lite"))
+    except (KeyError, RuntimeError):
+        return {}
+
+
+LITE = lite_options()
+
+
 def variant(config, what="as configured", **changes):
     """(configuration, its Runner options with `changes`, what they change)."""
     return config, {**backends.CONFIGS[config][1], **changes}, what
@@ -38,6 +50,13 @@ VARIANTS = {
     "compile-net": variant("compile-net"),
     "compile-net nchw": variant("compile-net", "Inductor's layout optimisation off: convolutions, pools and "
                                 "ReLUs stay NCHW", inductor_options=NCHW),
+    "compile-net lite": variant("compile-net", "mode='lite' options: every op through aten "
+                                "(fallback_by_default, selective_decompose), no graph passes",
+                                inductor_options=LITE),
+    "compile-net lite nchw": variant("compile-net", "lite's options and layout optimisation off",
+                                     inductor_options={**LITE, **NCHW}),
+    "compile-net aten-fallback": variant("compile-net", "fallback_by_default alone: every op through aten, "
+                                         "graph passes kept", inductor_options={"fallback_by_default": True}),
     "compile-step": variant("compile-step"),
     "compile-step cpp-wrapper": variant("compile-step", "Inductor's C++ wrapper, not its Python one",
                                         cpp_wrapper=True),
