@@ -55,6 +55,11 @@ VARIANTS = {
                                 inductor_options=LITE),
     "compile-net lite nchw": variant("compile-net", "lite's options and layout optimisation off",
                                      inductor_options={**LITE, **NCHW}),
+    "compile-net lite cpp-wrapper": variant("compile-net", "lite's options and Inductor's C++ wrapper",
+                                            inductor_options={**LITE, "cpp_wrapper": True}),
+    "compile-net lite nchw cpp-wrapper": variant("compile-net", "lite's options, layout optimisation off, "
+                                                 "the C++ wrapper",
+                                                 inductor_options={**LITE, **NCHW, "cpp_wrapper": True}),
     "compile-net aten-fallback": variant("compile-net", "fallback_by_default alone: every op through aten, "
                                          "graph passes kept", inductor_options={"fallback_by_default": True}),
     "compile-step": variant("compile-step"),
