@@ -554,3 +554,20 @@ def test_an_a_a_whose_interval_excludes_1_is_marked(tmp_path):
     text = (out / "REPORT.md").read_text()
     assert table_row(text, "Training step, cpu", "eager", 64)[5] == "A/A 1.08x [1.05, 1.11] (A/A off 1)"
     assert table_row(text, "Training step, cpu", "eager", 1)[5] == "A/A 1.00x [0.97, 1.03]"
+
+
+def test_defaults_leave_out_the_version_matrixs_runs(tmp_path, capsys):
+    # a run of another torch release (lenet-bench versions) is newer, but the report, compare and
+    # calibration defaults are about this checkout's torch: they take the plain runs
+    storage = tmp_path / "benchmarks"
+    save(storage, 1, run_data(when="2026-11-26T00:00:00+00:00"))
+    plain = save(storage, 2, run_data(when="2026-11-27T00:00:00+00:00"))
+    matrix = run_data(when="2026-11-28T00:00:00+00:00")
+    matrix["lenet_bench"] = {"versions": {"torch_release": "2.15.0"}}
+    save(storage, 3, matrix)
+    assert load.require_runs(str(storage))[-1]["path"] == str(plain)
+    assert load.find_run("0003", str(storage))["versions"] == {"torch_release": "2.15.0"}  # named: used
+    assert compare.main(["--storage", str(storage)]) == 0
+    assert "0002_" in capsys.readouterr().out
+    with pytest.raises(load.RunError, match="1 of the version matrix"):
+        load.require_runs(str(storage), 3)

@@ -10,8 +10,9 @@ from bench.runs.load import groups_of, speedup_interval
 
 def ranked(run, mode, device, threads, batch):
     """[(backend, interval or None, agreement)] of one group and batch size, fastest first; eager last."""
-    rows = [(key[3], speedup_interval(run, key), row["agreement"]) for key, row in run["rows"].items()
-            if (key[0], key[1], key[4], key[2]) == (mode, device, threads, batch) and key[3] != EAGER]
+    rows = [(key.backend, speedup_interval(run, key), row["agreement"]) for key, row in run["rows"].items()
+            if (key.mode, key.device, key.threads, key.batch) == (mode, device, threads, batch)
+            and key.backend != EAGER]
     return sorted(rows, key=lambda r: -(r[1][0] if r[1] else 0.0))
 
 
@@ -24,7 +25,7 @@ def verdict_text(agreement):
 def answer_rows(run, mode, device, threads):
     """Batch sizes as columns, each listing its backends fastest first ('name 1.79x [1.70, 1.85]',
     a verdict other than a pass beside it): (header, rows)."""
-    batches = sorted({key[2] for key in run["rows"] if (key[0], key[1], key[4]) == (mode, device, threads)})
+    batches = sorted({key.batch for key in run["rows"] if key.group() == (mode, device, threads)})
     columns = [[f"{name} {interval_text(interval) if interval else '-'}"
                 + ("" if verified(agreement) else f" {verdict_text(agreement)}")
                 for name, interval, agreement in ranked(run, mode, device, threads, batch)]

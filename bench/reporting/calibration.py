@@ -43,11 +43,11 @@ INJECTED_SLOWDOWN = 1.2
 def cells_of(runs, mode=None):
     """Non-eager keys paired in every run (of `mode`, or every mode), in the report's order."""
     common = set.intersection(*(set(run["rows"]) for run in runs))
-    keys = [key for key in common if (mode is None or key[0] == mode) and key[3] != EAGER
+    keys = [key for key in common if (mode is None or key.mode == mode) and key.backend != EAGER
             and all(speedup_interval(run, key) for run in runs)]
     order = list(MODES)
-    return sorted(keys, key=lambda key: (order.index(key[0]) if key[0] in order else 9,
-                                         key[1], key[4], key[2], key[3]))
+    return sorted(keys, key=lambda key: (order.index(key.mode) if key.mode in order else 9,
+                                         key.device, key.threads, key.batch, key.backend))
 
 
 def log_se(interval):
@@ -71,8 +71,8 @@ def calibrate(runs):
         z = [two_sample_z(a, b) for a, b in itertools.combinations(intervals, 2)]
         processes = [p for run in runs for p in (run["rows"][key].get("process_speedups") or [])]
         several = len(processes) > len(runs)  # some run had more than one process per cell
-        cells.append({"mode": key[0], "device": key[1], "batch_size": key[2], "backend": key[3],
-                      "threads": key[4], "processes": len(processes),
+        cells.append({"mode": key.mode, "device": key.device, "batch_size": key.batch, "backend": key.backend,
+                      "threads": key.threads, "processes": len(processes),
                       "process_spread": max(processes) / min(processes) if several else None,
                       "intervals": intervals,
                       "noisy": [bool(run["rows"][key].get("noisy")) for run in runs],
@@ -120,7 +120,7 @@ def _costs(run):
     """(seconds of one pair, seconds of a worker's setup per cell it times) from the run's worker log."""
     workers = [w for w in run.get("workers") or [] if len(w.get("group", [])) == 3 and w.get("phases")]
     pairs = sum(len(g) for row in run["rows"].values() for g in row.get("pair_ratios") or [])
-    cells = sum(1 for key in run["rows"] if key[0] in MODES)
+    cells = sum(1 for key in run["rows"] if key.mode in MODES)
     if not workers or not pairs or not cells:
         return None
     timing = sum(w["phases"].get("timing", 0.0) for w in workers)
@@ -136,14 +136,14 @@ def compare_check(runs, threshold=0.10):
 
     def regressions(base, cand):
         return [k for k in base["rows"].keys() & cand["rows"].keys()
-                if k[3] != EAGER and compare.judge(base, cand, k, threshold)[1] == "REGRESSION"]
+                if k.backend != EAGER and compare.judge(base, cand, k, threshold)[1] == "REGRESSION"]
 
     false_alarms = {f"{a['name'][:4]}->{b['name'][:4]}": len(regressions(a, b))
                     for a, b in itertools.permutations(runs, 2)}
     injected = {}
-    for backend in sorted({key[3] for key in runs[-1]["rows"]} - {EAGER}):
+    for backend in sorted({key.backend for key in runs[-1]["rows"]} - {EAGER}):
         slowed = copy.deepcopy(runs[-1])
-        keys = [key for key in slowed["rows"] if key[3] == backend and key[0] in MODES]
+        keys = [key for key in slowed["rows"] if key.backend == backend and key.mode in MODES]
         for key in keys:
             row = slowed["rows"][key]
             row["paired"] = tuple(v / INJECTED_SLOWDOWN for v in row["paired"]) if row.get("paired") else None

@@ -3,7 +3,7 @@
 from bench.backends import EAGER
 from bench.files import write_atomic
 from bench.reporting.format import MODE_TITLES, num, threads_text
-from bench.runs.load import backends_of, cpu_of, failed, speedup, speedup_interval
+from bench.runs.load import CellKey, backends_of, cpu_of, failed, speedup, speedup_interval
 
 
 def draw_chart(run, mode, device, threads, path):
@@ -14,14 +14,14 @@ def draw_chart(run, mode, device, threads, path):
 
     backends = backends_of(run)
     colors = {name: plt.cm.tab10(i % 10) for i, name in enumerate(backends)}
-    keys = [key for key in run["rows"] if (*key[:2], key[4]) == (mode, device, threads)]
-    batches = sorted({key[2] for key in keys})
+    keys = [key for key in run["rows"] if key.group() == (mode, device, threads)]
+    batches = sorted({key.batch for key in keys})
     fig, (left, right, memory_ax) = plt.subplots(1, 3, figsize=(19, 5))
 
     for backend in backends:
-        points = sorted((key[2], run["rows"][key]["time"] * 1e3) for key in keys if key[3] == backend)
+        points = sorted((key.batch, run["rows"][key]["time"] * 1e3) for key in keys if key.backend == backend)
         if points:
-            fail = any(failed(run["rows"][key]) for key in keys if key[3] == backend)
+            fail = any(failed(run["rows"][key]) for key in keys if key.backend == backend)
             left.plot(*zip(*points, strict=True), marker="o", color=colors[backend],
                       linestyle="--" if fail else "-", label=backend + (" (agreement FAIL)" if fail else ""))
     left.set_xscale("log")
@@ -33,12 +33,12 @@ def draw_chart(run, mode, device, threads, path):
     left.set_title("time per call (log-log)")
     left.grid(True, which="both", alpha=0.3)
 
-    others = [b for b in backends if b != EAGER and any(key[3] == b for key in keys)]
+    others = [b for b in backends if b != EAGER and any(key.backend == b for key in keys)]
     width = 0.8 / max(len(others), 1)
     values = [1.0]
     for i, backend in enumerate(others):
         for j, batch in enumerate(batches):
-            key = (mode, device, batch, backend, threads)
+            key = CellKey(mode, device, batch, backend, threads)
             value = speedup(run, key) if key in run["rows"] else None
             if value is None:
                 continue
@@ -65,11 +65,11 @@ def draw_chart(run, mode, device, threads, path):
     right.set_ylabel(f"speedup against {EAGER} (higher is faster)")
     right.set_title(f"speedup against {EAGER}, paired, 95% interval")
 
-    everyone = [b for b in backends if any(key[3] == b for key in keys)]
+    everyone = [b for b in backends if any(key.backend == b for key in keys)]
     width = 0.8 / max(len(everyone), 1)
     for i, backend in enumerate(everyone):
         for j, batch in enumerate(batches):
-            row = run["rows"].get((mode, device, batch, backend, threads))
+            row = run["rows"].get(CellKey(mode, device, batch, backend, threads))
             if row is None or not isinstance(row.get("peak_bytes"), (int, float)):
                 continue
             held = row["held_bytes"] if isinstance(row.get("held_bytes"), (int, float)) else 0

@@ -31,12 +31,14 @@ import sys
 from bench import cli
 from bench.backends import EAGER
 from bench.measure.timing import change_interval
+from bench.record import verified
 from bench.reporting.format import display_path, threads_text
 from bench.runs.load import (
     DEFAULT_STORAGE,
     VERSION_KEYS,
     RunError,
     cpu_of,
+    failed,
     find_run,
     require_runs,
     speedup,
@@ -103,7 +105,8 @@ def compare_runs(base, cand, threshold):
         print(f"note: versions differ: {', '.join(versions)}")
 
     keys = sorted(base["rows"].keys() & cand["rows"].keys(),
-                  key=lambda k: (k[0] != "train", k[1], k[4], k[2], k[3] != EAGER, k[3]))
+                  key=lambda k: (k.mode != "train", k.device, k.threads, k.batch, k.backend != EAGER,
+                                 k.backend))
     only = len(base["rows"].keys() ^ cand["rows"].keys())
     print(f"\n{'mode':8} {'device':6} {'threads':>7} {'batch':>5} {'backend':20} {'base ms':>9} "
           f"{'cand ms':>9} {'base speedup [95%]':>24} {'cand speedup [95%]':>24} {'change':>7}")
@@ -112,7 +115,7 @@ def compare_runs(base, cand, threshold):
         mode, device, batch, backend, threads = key
         b, c = base["rows"][key]["time"], cand["rows"][key]["time"]
         line = f"{mode:8} {device:6} {threads:>7} {batch:>5} {backend:20} {b * 1e3:>9.4g} {c * 1e3:>9.4g}"
-        eager_key = (mode, device, batch, EAGER, threads)
+        eager_key = key.eager()
         if backend == EAGER:
             line += f" {'':>24} {'':>24} {c / b - 1:>+7.0%}  (absolute, not judged)"
         elif eager_key in base["rows"] and eager_key in cand["rows"]:
@@ -123,7 +126,7 @@ def compare_runs(base, cand, threshold):
                 (regressions if verdict == "REGRESSION" else undecided).append((key, change))
         else:
             line += "  (no eager to compare against)"
-        if cand["rows"][key]["agreement"] not in (None, "pass"):
+        if cand["rows"][key]["agreement"] is not None and not verified(cand["rows"][key]["agreement"]):
             line += f"  agreement {cand['rows'][key]['agreement']}"
         print(line)
     if only:
@@ -150,7 +153,7 @@ def cell_label(key):
 def agreement_failures(run):
     """Every benchmark of `run` whose agreement verdict is a FAIL, labelled as `cell_label` does."""
     return [cell_label(key) for key, row in sorted(run["rows"].items())
-            if str(row["agreement"]).startswith("FAIL")]
+            if failed(row)]
 
 
 def main(argv=None):

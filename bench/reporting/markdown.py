@@ -19,7 +19,16 @@ from bench.reporting.format import (
     threads_text,
 )
 from bench.reporting.targets import targets_section
-from bench.runs.load import VERSION_KEYS, backends_of, cpu_of, failed, groups_of, speedup, speedup_interval
+from bench.runs.load import (
+    VERSION_KEYS,
+    CellKey,
+    backends_of,
+    cpu_of,
+    failed,
+    groups_of,
+    speedup,
+    speedup_interval,
+)
 from bench.session import MODES
 
 MAIN_TABLE_MODE = "train"
@@ -41,7 +50,7 @@ def agreement_text(row):
 
 def speedup_text(run, key):
     row, interval = run["rows"][key], speedup_interval(run, key)
-    if key[3] == EAGER:  # eager paired with itself: the method's own zero, which should read 1
+    if key.backend == EAGER:  # eager paired with itself: the method's own zero, which should read 1
         text = f"A/A {interval_text(interval)}" if interval else "1x"
         if interval and not interval[1] <= 1 <= interval[2]:
             text += " " + AA_OFF_MARK  # two eager runners read apart: the pairing's own error shows here
@@ -77,11 +86,11 @@ def noise_text(row):
 def reproduce_command(run):
     keys = run["rows"].keys()
     backends = backends_of(run)
-    batches = sorted({key[2] for key in keys})
-    devices = sorted({key[1] for key in keys})
-    threads = sorted({key[4] for key in keys if key[4]})
+    batches = sorted({key.batch for key in keys})
+    devices = sorted({key.device for key in keys})
+    threads = sorted({key.threads for key in keys if key.threads})
     processes = max(row.get("processes") or 1 for row in run["rows"].values())
-    modes = [mode for mode in MODES if any(key[0] == mode for key in keys)]
+    modes = [mode for mode in MODES if any(key.mode == mode for key in keys)]
     command = (f"python -m pytest bench --benchmark-only --backends={','.join(backends)} "
                f"--batch-sizes={','.join(map(str, batches))} --devices={','.join(devices)} "
                f"--modes={','.join(modes)}")
@@ -92,7 +101,7 @@ def reproduce_command(run):
 
 def render_markdown(run, charts):
     machine, commit = run["machine"], run["commit"]
-    threads = ", ".join(map(str, sorted({key[4] for key in run["rows"]}))) or None
+    threads = ", ".join(map(str, sorted({key.threads for key in run["rows"]}))) or None
     processes = max(row.get("processes") or 1 for row in run["rows"].values())
     versions = ", ".join(f"{k} {machine[k]}" for k in VERSION_KEYS if machine.get(k))
     commit_text = commit.get("id", "unknown")[:12] + (" (uncommitted changes)" if commit.get("dirty") else "")
@@ -152,8 +161,8 @@ def render_markdown(run, charts):
     for mode, device, threads in groups_of(run):
         sgemm = run["sgemm"].get((device, threads))
         rows = []
-        keys = sorted((key for key in run["rows"] if (*key[:2], key[4]) == (mode, device, threads)),
-                      key=lambda key: (backends_of(run).index(key[3]), key[2]))
+        keys = sorted((key for key in run["rows"] if key.group() == (mode, device, threads)),
+                      key=lambda key: (backends_of(run).index(key.backend), key.batch))
         for key in keys:
             row = run["rows"][key]
             gflops = row["flops"] / row["time"] / 1e9
@@ -183,10 +192,10 @@ def answer_table(run, mode):
     """One mode's table: a row per backend and thread count, a column per batch size, each cell the
     time per call and the speedup against eager; the training one between main-table markers."""
     rows = []
-    batches = sorted({key[2] for key in run["rows"] if key[0] == mode})
+    batches = sorted({key.batch for key in run["rows"] if key.mode == mode})
     for _, device, threads in [group for group in groups_of(run) if group[0] == mode]:
         for backend in backends_of(run):
-            keys = [(mode, device, batch, backend, threads) for batch in batches]
+            keys = [CellKey(mode, device, batch, backend, threads) for batch in batches]
             cells = [f"{ms(run['rows'][key]['time'])} ms ({speedup_text(run, key)})" if key in run["rows"]
                      else "-" for key in keys]
             if any(cell != "-" for cell in cells):

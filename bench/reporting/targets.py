@@ -3,7 +3,7 @@
 from bench import backends as configs
 from bench.backends import EAGER
 from bench.reporting.format import interval_text, markdown_table, num, threads_text
-from bench.runs.load import failed, speedup_interval
+from bench.runs.load import speedup_interval, trusted
 from bench.runs.verdict import verdict, worst
 
 
@@ -11,7 +11,7 @@ def sgemm_share(run, key):
     """(share, low, high) of the same run's sgemm GFLOP/s at the row's device and thread count: at the
     row's paired time against sgemm's median, and at the row's paired interval against sgemm's
     quartiles (sgemm is not paired with anything, so its quartiles are the honest spread here)."""
-    row, (sgemm, sgemm_low, sgemm_high) = run["rows"][key], run["sgemm"][(key[1], key[4])]
+    row, (sgemm, sgemm_low, sgemm_high) = run["rows"][key], run["sgemm"][(key.device, key.threads)]
     interval = speedup_interval(run, key)
     if interval and row["time"] != row["median"]:  # a time from the pairing: scale it by the interval's ends
         times = [row["time"], *(row["time"] * interval[0] / end for end in interval[1:])]
@@ -25,20 +25,20 @@ def targets_section(run):
     """The project's performance targets, checked against this run's training-step rows with their
     intervals. Only backends that agree with the float64 reference count."""
     lines = []
-    for device, threads in sorted({(key[1], key[4]) for key in run["rows"] if key[0] == "train"}):
+    for device, threads in sorted({(key.device, key.threads) for key in run["rows"] if key.mode == "train"}):
         rows = {key: row for key, row in run["rows"].items()
-                if (*key[:2], key[4]) == ("train", device, threads) and not failed(row)
-                and key[3] != EAGER}
+                if key.group() == ("train", device, threads) and trusted(row)
+                and key.backend != EAGER}
         intervals = {key: speedup_interval(run, key) for key in rows if speedup_interval(run, key)}
         table = []
 
-        batch_1 = [key for key in intervals if key[2] == 1]
+        batch_1 = [key for key in intervals if key.batch == 1]
         if batch_1:
             best = max(batch_1, key=lambda key: intervals[key][0])
             table.append(["batch-1 training step: the fastest backend at least 8x faster than eager",
                           f"{best[3]} {interval_text(intervals[best])}", verdict(*intervals[best][1:], 8.0)])
 
-        batch_256 = [key for key in rows if key[2] == 256]
+        batch_256 = [key for key in rows if key.batch == 256]
         if batch_256 and run["sgemm"].get((device, threads)):
             best = max(batch_256, key=lambda key: sgemm_share(run, key)[0])
             share, low, high = sgemm_share(run, best)
@@ -48,7 +48,7 @@ def targets_section(run):
 
         # every torch.compile configuration and every one Inductor builds ahead of time; ONNX Runtime's
         # plain configuration
-        measured = sorted({key[3] for key in intervals})
+        measured = sorted({key.backend for key in intervals})
         checks = [(name, f"torch.compile ({name}) not slower than eager at any batch", False)
                   for name in measured if configs.family(name) == "torch.compile"]
         checks += [(name, f"Inductor ahead of time ({name}) not slower than eager at any batch", False)
@@ -56,7 +56,7 @@ def targets_section(run):
         checks.append((configs.plain("onnxruntime"),
                        "ONNX Runtime training step faster than eager at every batch", True))
         for backend, label, strict in checks:  # "not slower": met where the interval lies at or above 1
-            mine = {key[2]: value for key, value in intervals.items() if key[3] == backend}
+            mine = {key.batch: value for key, value in intervals.items() if key.backend == backend}
             if mine:
                 slowest = min(mine, key=lambda batch: mine[batch][0])
                 answer = worst([verdict(low, high, 1.0, strict=strict) for _, low, high in mine.values()])

@@ -1,8 +1,8 @@
 """Saved benchmark runs, read: the loader every report and command shares.
 
 Each saved run is a pytest-benchmark JSON file (results/benchmarks/<machine>/NNNN_*.json). A run
-reads as a dict whose "rows" are keyed (mode, device, batch size, backend, threads); speedups are
-against eager from the same run.
+reads as a dict whose "rows" are keyed by a CellKey (mode, device, batch, backend, threads); speedups
+are against eager from the same run.
 """
 
 import glob
@@ -11,8 +11,10 @@ import math
 import os
 import sys
 from datetime import datetime
+from typing import NamedTuple
 
 from bench import backends as configs
+from bench import record
 from bench.backends import EAGER
 from bench.measure import machine, noise
 from bench.session import MODES
@@ -21,6 +23,24 @@ KNOWN_MODES = set(MODES) | {"sgemm"}
 DEFAULT_STORAGE = os.path.join("results", "benchmarks")
 DEFAULT_OUT = "results"  # where the reports on the saved runs are written
 VERSION_KEYS = ["python", *machine.PACKAGES, "c++", "cuda"]  # in the order the reports print them
+
+
+class CellKey(NamedTuple):
+    """What a row of a run is: one backend's mode, device, batch size and thread count."""
+
+    mode: str
+    device: str
+    batch: int
+    backend: str
+    threads: int
+
+    def group(self):
+        """(mode, device, threads): the report's table this row belongs to."""
+        return self.mode, self.device, self.threads
+
+    def eager(self):
+        """The key of eager's row in the same cell, the one every speedup is against."""
+        return self._replace(backend=EAGER)
 
 
 class RunError(Exception):
@@ -83,7 +103,7 @@ def read_run(path):
             )
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
             raise ValueError(f"benchmark {bench.get('name', '?')!r} is malformed ({error!r})") from None
-        rows[(row["mode"], row["device"], row["batch"], row["backend"], row["threads"])] = row
+        rows[CellKey(row["mode"], row["device"], row["batch"], row["backend"], row["threads"])] = row
     if not rows:
         raise ValueError("not a lenet-bench run (no train/forward benchmarks with extra_info)")
     for key, row in rows.items():
@@ -99,6 +119,7 @@ def read_run(path):
             "commit": commit, "rows": rows, "sgemm": sgemm,
             "sgemm_processes": sgemm_processes, "sgemm_size": sgemm_size, "benchmarks": data["benchmarks"],
             "interrupted": bool(ours.get("interrupted")), "session_seconds": ours.get("session_seconds"),
+            "versions": ours.get("versions"),
             "compile_cache_misses": ours.get("compile_cache_misses"), "workers": ours.get("workers")}
 
 
@@ -106,10 +127,10 @@ def paired_time(rows, key):
     """Seconds per call of a row, from the same paired measurement as its speedup: eager's time in
     its A/A pairing over the row's paired speedup (eager's own row: that time itself). A run saved
     before worker processes has no such time: pytest-benchmark's median of the row's rounds."""
-    row, eager = rows[key], rows.get((*key[:3], EAGER, key[4]))
+    row, eager = rows[key], rows.get(key.eager())
     if eager is None or not isinstance(eager.get("paired_time"), (int, float)) or not row["paired"]:
         return row["median"]
-    return eager["paired_time"] if key[3] == EAGER else eager["paired_time"] / row["paired"][0]
+    return eager["paired_time"] if key.backend == EAGER else eager["paired_time"] / row["paired"][0]
 
 
 def paired_of(info):
@@ -152,13 +173,17 @@ def find_run(name, storage, runs=None):
 
 
 def require_runs(storage, count=1):
-    """The complete runs in storage, oldest first; interrupted runs are left out (name one to use it)."""
+    """The complete runs of this checkout's torch in storage, oldest first. Interrupted runs and the
+    version matrix's runs (tagged lenet_bench.versions, each of another release's venv) are left out
+    of every default: name one to use it."""
     everything = load_runs(storage)
-    runs = [run for run in everything if not run["interrupted"]]
+    runs = [run for run in everything if not run["interrupted"] and not run["versions"]]
     if len(runs) < count:
         found = f"only {len(runs)} complete run" if runs else "no complete benchmark runs"
-        skipped = len(everything) - len(runs)
-        found += f" ({skipped} interrupted, left out unless named)" if skipped else ""
+        interrupted = sum(run["interrupted"] for run in everything)
+        matrix = sum(bool(run["versions"]) and not run["interrupted"] for run in everything)
+        left_out = [f"{interrupted} interrupted"] * bool(interrupted) + [f"{matrix} of the version matrix"] * bool(matrix)
+        found += f" ({', '.join(left_out)}, left out unless named)" if left_out else ""
         raise RunError(f"{found} in {storage}; save one with `pytest bench --benchmark-only`")
     return runs
 
@@ -169,7 +194,7 @@ def speedup(run, key):
     interval = speedup_interval(run, key)
     if interval:
         return interval[0]
-    eager = run["rows"].get((*key[:3], EAGER, key[4]))
+    eager = run["rows"].get(key.eager())
     return eager["median"] / run["rows"][key]["median"] if eager else None
 
 
@@ -181,14 +206,14 @@ def speedup_interval(run, key):
 def backends_of(run):
     """Backend names in a stable order: eager first, then as they appear in the run."""
     names = {}
-    for _, _, _, backend, _ in run["rows"]:
-        names.setdefault(backend, None)
+    for key in run["rows"]:
+        names.setdefault(key.backend, None)
     return sorted(names, key=lambda name: name != EAGER)
 
 
 def groups_of(run):
     """(mode, device, threads) present in the run, in report order."""
-    groups = {(mode, device, threads) for mode, device, _, _, threads in run["rows"]}
+    groups = {key.group() for key in run["rows"]}
     order = list(MODES)
     return sorted(groups, key=lambda group: (order.index(group[0]) if group[0] in order else 99, *group[1:]))
 
@@ -200,5 +225,11 @@ def cpu_of(machine):
 
 
 def failed(row):
-    """Whether the row's backend disagrees with the float64 reference (its speedup is not to be trusted)."""
-    return row["agreement"] is not None and str(row["agreement"]).lower() != "pass"
+    """Whether the row's backend disagrees with the float64 reference (its speedup is not to be
+    trusted): bench/record.py's rule, the one every reader uses."""
+    return record.failed(row["agreement"])
+
+
+def trusted(row):
+    """Whether a target may use the row's speedup: its agreement passed, or the run predates the check."""
+    return row["agreement"] is None or record.verified(row["agreement"])
