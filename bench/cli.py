@@ -22,7 +22,7 @@ COMMANDS = {
     "report": ("bench.reporting.report", "REPORT.md and charts from the newest saved run"),
     "compare": ("bench.reporting.compare", "two saved runs side by side; exit 1 on a regression"),
     "calibration": ("bench.reporting.calibration", "several saved runs of one commit: do they agree?"),
-    "agreement": ("bench.studies.agreement", "every backend against float64 eager, on many inputs"),
+    "agreement": ("bench.studies.agreement_study", "every backend against float64 eager, on many inputs"),
     "export": ("export.to_onnx", "net.onnx and train_step.onnx"),
     "deploy": ("export.deploy", "every deployed-inference artifact into a folder"),
     "deployed": ("bench.deployed.__main__", "deployed inference: latency, throughput, cold start"),

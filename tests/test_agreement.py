@@ -1,5 +1,5 @@
 """Agreement across backends with eager float64 (bench/measure/agreement.py), that the check can fail, and
-the command around it (bench/studies/agreement.py)."""
+the command around it (bench/studies/agreement_study.py)."""
 
 import json
 import math
@@ -13,7 +13,7 @@ import model
 from bench import backends
 from bench.backends import eager
 from bench.measure import agreement
-from bench.studies import agreement as agreement_command
+from bench.studies import agreement_study as agreement_command
 
 STEPS = agreement.DEFAULT_STEPS  # 20
 BATCH = agreement.DEFAULT_BATCH_SIZE  # the injected faults' batch size (their sizes are tuned to it)

@@ -22,13 +22,13 @@ import zipfile
 EAGER = "eager"
 # Configuration name -> module. Several configurations may share a module (torch.compile's three).
 CONFIGS = {
-    EAGER: "bench.deployed.eager",
+    EAGER: "bench.deployed.inference_mode",
     "compile": "bench.deployed.compiled",
     "compile-frozen": "bench.deployed.compiled",
     "compile-frozen-autotune": "bench.deployed.compiled",
-    "aotinductor": "bench.deployed.aotinductor",
-    "torchscript": "bench.deployed.torchscript",
-    "onnxruntime": "bench.deployed.onnxruntime",
+    "aotinductor": "bench.deployed.aoti_package",
+    "torchscript": "bench.deployed.torchscript_frozen",
+    "onnxruntime": "bench.deployed.ort_optimized",
     "openvino": "bench.deployed.openvino",
     "executorch": "bench.deployed.executorch",
 }

@@ -16,9 +16,9 @@ import functools
 
 import torch
 
-from bench.deployed import eager
+from bench.deployed import inference_mode
 
-EXPECTED = eager.EXPECTED
+EXPECTED = inference_mode.EXPECTED
 OPTIONS = {
     "compile": {},
     "compile-frozen": {"freezing": True},
@@ -32,7 +32,7 @@ def unavailable():
     return compile_unavailable("cpu")
 
 
-artifact, build, check = eager.artifact, eager.build, eager.check
+artifact, build, check = inference_mode.artifact, inference_mode.build, inference_mode.check
 
 
 class Configured:
@@ -47,7 +47,7 @@ class Configured:
         self.unavailable, self.artifact, self.build, self.check = unavailable, artifact, build, check
 
     def load(self, path, threads, mode):
-        net = eager.load_net(path)
+        net = inference_mode.load_net(path)
         compiled = torch.compile(net, dynamic=False, options=dict(self.options) or None)
 
         def call(x):

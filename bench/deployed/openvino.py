@@ -10,7 +10,7 @@ which is what that hint is for. INFERENCE_NUM_THREADS is the thread count."""
 import numpy as np
 import torch
 
-from bench.deployed import onnxruntime as ort_runtime
+from bench.deployed import ort_optimized as ort_runtime
 
 EXPECTED = ort_runtime.EXPECTED
 SEPARATE_THROUGHPUT = True  # a second compiled model, THROUGHPUT hint, for the large batches

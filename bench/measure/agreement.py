@@ -22,7 +22,7 @@ never passes. Also: two eager float32 runs of the same steps must be bit-identic
 
 API for the benchmarks:  check(names, device) -> [Result];  status(result) -> "pass" | "FAIL..."
 The long run:  drift(names, device, steps) -> the max abs parameter error after every step.
-The command `python -m bench.agreement`, its tables and the drift plot: bench/studies/agreement.py.
+The command `python -m bench.agreement`, its tables and the drift plot: bench/studies/agreement_study.py.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """One worker process of the deployed-inference measurement (bench/deployed/__main__.py starts them):
 
-    python -m bench.deployed.worker --artifacts DIR --config NAME --threads N [--calls N]
+    python -m bench.deployed.deployed_worker --artifacts DIR --config NAME --threads N [--calls N]
         [--seconds S] [--batches 64,256] [--agreement] --result FILE
 
 In order, in this fresh process: the cold start (the configuration's artifact on disk to its first
@@ -32,6 +32,7 @@ import torch  # noqa: E402
 
 import model  # noqa: E402
 from bench import deployed  # noqa: E402
+from bench.deployed import inference_mode  # noqa: E402
 from bench.launch import process  # noqa: E402
 from bench.measure import agreement, memory, noise, timing  # noqa: E402
 
@@ -84,8 +85,8 @@ def judge_outputs(call, weights, batch_sizes, seed=0):
     """{batch: row}: the configuration's output on a fixed batch against float64 eager on the same
     weights, judged as agreement.judge_quantity judges every output, the two float32 yardsticks
     being eager float32 and eager float32 with the hidden units and the batch reversed."""
-    reference = deployed.eager.load_net(weights, torch.float64)
-    fp32 = deployed.eager.load_net(weights)
+    reference = inference_mode.load_net(weights, torch.float64)
+    fp32 = inference_mode.load_net(weights)
     reordered = model.Net()
     reordered.load_state_dict(agreement.reverse_hidden_units(fp32.state_dict()))
     reordered.eval()
@@ -175,7 +176,7 @@ def work(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="bench.deployed.worker")
+    parser = argparse.ArgumentParser(prog="bench.deployed.deployed_worker")
     parser.add_argument("--artifacts", required=True)
     parser.add_argument("--config", required=True, choices=list(deployed.CONFIGS))
     parser.add_argument("--threads", type=int, required=True)
@@ -185,7 +186,7 @@ def main(argv=None):
     parser.add_argument("--agreement", action="store_true")
     parser.add_argument("--result", required=True)
     args = parser.parse_args(argv)
-    return process.child("bench.deployed.worker", lambda: work(args), args.result)
+    return process.child("bench.deployed.deployed_worker", lambda: work(args), args.result)
 
 
 if __name__ == "__main__":
