@@ -13,8 +13,9 @@ import pytest
 import torch
 
 import model
-from bench import deployed
-from bench.deployed import report, worker
+from bench import REPO, deployed
+from bench.deployed import deployed_report as report
+from bench.deployed import deployed_worker as worker
 from export import deploy
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -157,7 +158,12 @@ def test_command_end_to_end(artifacts, tmp_path):
     (cell,) = data["summary"]["cells"]
     assert cell["status"] == "pass" and cell["processes"] == 2
     assert set(cell["latency_s"]) == {"p50", "p90", "p99"}
-    assert (tmp_path / "DEPLOYED.md").read_text().startswith("# Deployed inference")
+    git = ["git", "-C", REPO, "rev-parse", "HEAD"]
+    commit = subprocess.run(git, capture_output=True, text=True).stdout.strip()
+    text = (tmp_path / "DEPLOYED.md").read_text()
+    assert text.startswith("# Deployed inference")
+    if commit:  # the run names the code that made it (None outside a git checkout)
+        assert data["commit"]["id"] == commit and f"commit {commit[:7]}" in text
     assert (tmp_path / "deployed.png").stat().st_size > 0
     again = _run(*args)
     assert again.returncode == 2 and "pass --force" in again.stderr

@@ -1,12 +1,12 @@
 """Measure every deployed configuration of the Net and write results/deployed.json, DEPLOYED.md and
-deployed.png (bench/deployed/report.py; method: docs/deployed.md).
+deployed.png (bench/deployed/deployed_report.py; method: docs/deployed.md).
 
     python -m bench.deployed [--artifacts DIR] [--configs a,b] [--threads 1,2] [--processes N]
         [--calls N] [--seconds S] [--batches 64,256] [--out DIR] [--pause-while FILE] [--force]
 
 Artifacts come from DIR (python -m export.deploy writes them); a folder without manifest.json
 has them built there first. Each configuration runs in --processes fresh worker processes per
-thread count (bench/deployed/worker.py), the configurations taking turns so every one sees the
+thread count (bench/deployed/deployed_worker.py), the configurations taking turns so every one sees the
 machine's phases alike. A configuration whose runtime is missing, or whose artifact will not load,
 is skipped with its reason. --pause-while FILE waits (polling) while FILE exists before each
 worker, for a machine shared with other timing runs. Refuses an existing deployed.json without
@@ -16,16 +16,17 @@ worker, for a machine shared with other timing runs. Refuses an existing deploye
 import datetime
 import json
 import os
+import subprocess
 import sys
 import time
 
-from bench import cli, deployed, files
+from bench import REPO, cli, deployed, files
 from bench.launch import process
 from bench.reporting import format
 
 DEFAULT_ARTIFACTS = os.path.join("export", "out", "deployed")
 JSON_NAME = "deployed.json"
-WORKER = "bench.deployed.worker"
+WORKER = "bench.deployed.deployed_worker"
 PAUSE_POLL_SECONDS = 30
 EXTRA_PACKAGES = ["openvino", "executorch", "torchao"]  # recorded beside machine.PACKAGES
 
@@ -137,7 +138,7 @@ def wait_while(path):
 
 
 def measure(args):
-    from bench.deployed import report
+    from bench.deployed import deployed_report as report
     from bench.measure import machine
 
     started, start = datetime.datetime.now(datetime.UTC), time.perf_counter()  # reported in UTC
@@ -191,6 +192,7 @@ def measure(args):
         "kind": "deployed inference",
         "command": args.command,
         "started": started.strftime("%Y-%m-%d %H:%M:%S"),
+        "commit": commit_of(REPO),
         "duration_s": time.perf_counter() - start,
         "paused_s": paused,
         "machine": {
@@ -216,6 +218,18 @@ def measure(args):
     print(report.terminal_table(data))
     print("wrote " + ", ".join(map(format.display_path, written)))
     return 0
+
+
+def commit_of(folder):
+    """{"id": the checkout's commit, "dirty": whether it has uncommitted changes}, or None outside git."""
+    def git(*arguments):
+        return subprocess.run(["git", "-C", folder, *arguments], capture_output=True, text=True,
+                              timeout=30, check=True).stdout.strip()
+    try:
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        return {"id": git("rev-parse", "HEAD"), "dirty": dirty}
+    except (OSError, subprocess.SubprocessError):
+        return None
 
 
 def main(argv=None):

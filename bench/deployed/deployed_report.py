@@ -1,6 +1,6 @@
 """The deployed-inference report: results/DEPLOYED.md and deployed.png from deployed.json.
 
-    python -m bench.deployed.report [--json results/deployed.json] [--out results]
+    python -m bench.deployed.deployed_report [--json results/deployed.json] [--out results]
 
 Every figure comes from the JSON (`summarize` reduces its per-process data; the command stores
 that summary beside the data and this recomputes it). Intervals are over worker processes, the
@@ -253,6 +253,13 @@ def chart(data, path):
     plt.close(fig)
 
 
+def commit_text(commit):
+    """", commit 1a2b3c4" (with "and uncommitted changes" when dirty); "" for a run that did not record it."""
+    if not commit:
+        return ""
+    return f", commit {commit['id'][:7]}" + (" with uncommitted changes" if commit.get("dirty") else "")
+
+
 def markdown(data):
     summary, batches, m = data["summary"], data["batches"], data["machine"]
     lines = [
@@ -262,7 +269,7 @@ def markdown(data):
         "(`python -m export.deploy`) and loaded from it, weights constant, gradients off. "
         "Method, settings and pitfalls: [docs/deployed.md](../docs/deployed.md).",
         "",
-        f"Command: `{data['command']}`, started {data['started']} UTC, "
+        f"Command: `{data['command']}`, started {data['started']} UTC{commit_text(data.get('commit'))}, "
         f"{data['duration_s'] / 60:.1f} min (of which {data['paused_s']:.0f} s waiting for the machine). "
         f"Machine: {m.get('cpu_model')}, {m.get('cpu_count')} cores; torch {m.get('torch')}, "
         f"onnxruntime {m.get('onnxruntime')}, openvino {m.get('openvino')}, "
@@ -357,7 +364,7 @@ def write(data, folder):
 def main(argv=None):
     import json
 
-    parser = cli.Parser(prog="bench.deployed.report", description=__doc__.split("\n\n")[0])
+    parser = cli.Parser(prog="bench.deployed.deployed_report", description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", default=os.path.join("results", JSON_NAME))
     parser.add_argument("--out", type=cli.output_folder, default="results")
     try:
@@ -365,10 +372,10 @@ def main(argv=None):
         with open(args.json, encoding="utf-8") as f:
             data = json.load(f)
     except cli.UsageError as error:
-        print(f"bench.deployed.report: error: {error}", file=sys.stderr)
+        print(f"bench.deployed.deployed_report: error: {error}", file=sys.stderr)
         return 2
     except (OSError, ValueError) as error:
-        print(f"bench.deployed.report: error: cannot read {args.json}: {error}", file=sys.stderr)
+        print(f"bench.deployed.deployed_report: error: cannot read {args.json}: {error}", file=sys.stderr)
         return 2
     data["summary"] = summarize(data)
     print("wrote " + ", ".join(map(display_path, write(data, args.out))))
