@@ -15,8 +15,9 @@ from bench import backends
 from bench.files import file_mode
 
 REPO = Path(__file__).resolve().parents[1]
+# one cell, one thread count, one worker: these tests are about the run's files, not its timing
 QUICK = ["--backends", "eager", "--batch-sizes", "1", "--devices", "cpu", "--modes", "forward",
-         "-k", "not sgemm", "--paired-seconds=0.2"]
+         "--threads", "1", "--processes", "1", "-k", "not sgemm", "--paired-seconds=0.2"]
 
 
 def bench_command(storage, *extra):

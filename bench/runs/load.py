@@ -182,7 +182,8 @@ def require_runs(storage, count=1):
         found = f"only {len(runs)} complete run" if runs else "no complete benchmark runs"
         interrupted = sum(run["interrupted"] for run in everything)
         matrix = sum(bool(run["versions"]) and not run["interrupted"] for run in everything)
-        left_out = [f"{interrupted} interrupted"] * bool(interrupted) + [f"{matrix} of the version matrix"] * bool(matrix)
+        left_out = [text for count, text in ((interrupted, f"{interrupted} interrupted"),
+                                             (matrix, f"{matrix} of the version matrix")) if count]
         found += f" ({', '.join(left_out)}, left out unless named)" if left_out else ""
         raise RunError(f"{found} in {storage}; save one with `pytest bench --benchmark-only`")
     return runs
