@@ -9,7 +9,7 @@ import json
 import os
 import subprocess
 
-from bench.runs.load import load_runs
+from bench.runs.load import CellKey, load_runs
 
 COMMAND = "lenet-bench versions --report"
 
@@ -19,40 +19,36 @@ def release_key(version):
 
 
 def versions_runs(store):
-    """{release: {threads: run}}: the newest complete tagged run per release and thread count."""
+    """{release: {threads: run}}: the newest complete tagged run per release and thread count, as
+    bench/runs/load.py reads it."""
     found = {}
     for run in load_runs(store):
-        with open(run["path"]) as f:
-            raw = json.load(f)
-        tag = raw.get("lenet_bench", {}).get("versions")
-        if not tag or raw.get("lenet_bench", {}).get("interrupted"):
+        if not run["versions"] or run["interrupted"]:
             continue
-        raw["path"] = run["path"]
-        threads = {b["extra_info"].get("threads") for b in raw["benchmarks"]} - {None}
-        for count in threads:
-            found.setdefault(tag["torch_release"], {})[count] = raw
+        for count in {key.threads for key in run["rows"]}:
+            found.setdefault(run["versions"]["torch_release"], {})[count] = run
     return found
 
 
 def cells(run):
-    """{(mode, backend, batch, threads): extra_info} and {threads: sgemm median seconds}."""
-    table, sgemm = {}, {}
-    for bench in run["benchmarks"]:
-        info = bench["extra_info"]
-        if info.get("mode") == "sgemm":
-            sgemm[info["threads"]] = bench["stats"]["median"]
-        elif info.get("backend"):
-            table[(info["mode"], info["backend"], info["batch_size"], info["threads"])] = info
-    return table, sgemm
+    """{CellKey: row} of the run's cells, and {threads: sgemm median seconds}."""
+    sgemm = {threads: seconds for (_, threads), seconds in run["sgemm_seconds"].items()}
+    return dict(run["rows"]), sgemm
 
 
-def speedup_text(info):
-    if info is None:
+def order(key):
+    """The page's order of cells: by mode, backend, batch size and thread count, as text."""
+    return str((key.mode, key.backend, key.batch, key.threads))
+
+
+def speedup_text(row):
+    if row is None:
         return "-"
-    if info.get("speedup") is None:
-        return f"{info.get('agreement', '?')}: not timed"
-    verdict = "" if info.get("agreement") == "pass" else f" {info.get('agreement')}"
-    return f"{info['speedup']:.2f}x [{info['speedup_low']:.2f}, {info['speedup_high']:.2f}]{verdict}"
+    if row.get("paired") is None:
+        return f"{row.get('agreement') or '?'}: not timed"
+    verdict = "" if row.get("agreement") == "pass" else f" {row.get('agreement')}"
+    median, low, high = row["paired"]
+    return f"{median:.2f}x [{low:.2f}, {high:.2f}]{verdict}"
 
 
 def changes(table, releases):
@@ -60,14 +56,14 @@ def changes(table, releases):
     intervals (each release's median outside the other's interval), between consecutive releases
     that both have the cell."""
     found = []
-    for key in sorted({key for release in releases for key in table[release]}, key=str):
+    for key in sorted({key for release in releases for key in table[release]}, key=order):
         have = [(release, table[release][key]) for release in releases if key in table[release]]
         for (r1, a), (r2, b) in zip(have, have[1:]):
             if a.get("agreement") != b.get("agreement"):
                 found.append((key, r1, r2, f"verdict {a.get('agreement')} -> {b.get('agreement')}"))
-            elif None not in (a.get("speedup"), b.get("speedup")) and (
-                    not a["speedup_low"] <= b["speedup"] <= a["speedup_high"]
-                    and not b["speedup_low"] <= a["speedup"] <= b["speedup_high"]):
+            elif a.get("paired") and b.get("paired") and (
+                    not a["paired"][1] <= b["paired"][0] <= a["paired"][2]
+                    and not b["paired"][1] <= a["paired"][0] <= b["paired"][2]):
                 found.append((key, r1, r2, f"speedup {speedup_text(a)} -> {speedup_text(b)}"))
     return found
 
@@ -95,17 +91,17 @@ def chart(table, releases, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    keys = [key for key in sorted({k for r in releases for k in table[r]}, key=str)
-            if key[0] == "train" and key[1] != "eager"]
-    backends = sorted({key[1] for key in keys})
-    batches = sorted({key[2] for key in keys})
-    threads = sorted({key[3] for key in keys})
+    keys = [key for key in sorted({k for r in releases for k in table[r]}, key=order)
+            if key.mode == "train" and key.backend != "eager"]
+    backends = sorted({key.backend for key in keys})
+    batches = sorted({key.batch for key in keys})
+    threads = sorted({key.threads for key in keys})
     if not keys:
         return False
     fig, axes = plt.subplots(len(threads), len(batches), figsize=(4.2 * len(batches), 3.4 * len(threads)),
                              squeeze=False)
     width = 0.8 / max(len(releases), 1)
-    medians = [table[r][k]["speedup"] for r in releases for k in keys if table[r].get(k, {}).get("speedup")]
+    medians = [table[r][k]["paired"][0] for r in releases for k in keys if table[r].get(k, {}).get("paired")]
     limits = (min(medians + [1.0]) / 1.6, max(medians + [1.0]) * 1.6)
     colours = plt.get_cmap("viridis")
     for row, count in enumerate(threads):
@@ -114,12 +110,13 @@ def chart(table, releases, path):
             for i, release in enumerate(releases):
                 xs, ys, lows, highs = [], [], [], []
                 for j, backend in enumerate(backends):
-                    info = table[release].get(("train", backend, batch, count))
-                    if info and info.get("speedup"):
+                    cell = table[release].get(CellKey("train", "cpu", batch, backend, count))
+                    if cell and cell.get("paired"):
+                        median, low, high = cell["paired"]
                         xs.append(j + (i - (len(releases) - 1) / 2) * width)
-                        ys.append(info["speedup"])
-                        lows.append(info["speedup"] - info["speedup_low"])
-                        highs.append(info["speedup_high"] - info["speedup"])
+                        ys.append(median)
+                        lows.append(median - low)
+                        highs.append(high - median)
                 ax.bar(xs, ys, width, yerr=[lows, highs], capsize=2, label=f"torch {release}",
                        color=colours(i / max(len(releases) - 1, 1)))
             ax.axhline(1.0, color="grey", linewidth=0.8)
@@ -150,7 +147,7 @@ def write(store, out_folder, venvs, out=print):
     for release in releases:
         for count, run in runs[release].items():
             cells_of, sgemm_of = cells(run)
-            table[release].update({key: info for key, info in cells_of.items() if key[3] == count})
+            table[release].update({key: row for key, row in cells_of.items() if key.threads == count})
             sgemm[release].update(sgemm_of)
     lines = ["# What each torch release did", "",
              f"Written by `{COMMAND}` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC "
@@ -172,8 +169,7 @@ def write(store, out_folder, venvs, out=print):
         probe = (steps.get("zero-grad") or {}).get("probe")
         gb = disk_gb(os.path.join(venvs, f"torch-{release}")) if os.path.isdir(
             os.path.join(venvs, f"torch-{release}")) else None
-        run_names = ", ".join(f"{os.path.basename(r['path'])[:4]} ({t} thr, "
-                              f"{r['lenet_bench'].get('session_seconds', 0):.0f} s)"
+        run_names = ", ".join(f"{r['name'][:4]} ({t} thr, {r['session_seconds'] or 0:.0f} s)"
                               for t, r in sorted(runs.get(release, {}).items()))
         tests_text = (f"{'pass' if tests.get('ok') else 'FAIL'}: {tests.get('summary') or '?'} "
                       f"({tests.get('seconds', 0):.0f} s wall, shared CPU)") if tests else "not run"
@@ -196,7 +192,7 @@ def write(store, out_folder, venvs, out=print):
               "lies outside the other's interval (eager's rows are its A/A check).", ""]
     if found:
         lines += ["| cell (mode, backend, batch, threads) | from | to | what |", "|---|---|---|---|"]
-        lines += [f"| {key[0]} {key[1]} B{key[2]} {key[3]}thr | {r1} | {r2} | {what} |"
+        lines += [f"| {key.mode} {key.backend} B{key.batch} {key.threads}thr | {r1} | {r2} | {what} |"
                   for key, r1, r2, what in found]
     else:
         lines.append("None.")
@@ -204,48 +200,48 @@ def write(store, out_folder, venvs, out=print):
               "Each cell: the backend's speedup over eager (paired blocks, same process) with its 95% "
               "interval; a verdict other than pass is written after it.", ""]
     keys = sorted({key for release in releases for key in table[release]},
-                  key=lambda k: (k[0], k[3], k[2], k[1]))
+                  key=lambda k: (k.mode, k.threads, k.batch, k.backend))
     lines += ["| mode | threads | batch | backend | " + " | ".join(releases) + " |",
               "|---|---|---|---|" + "---|" * len(releases)]
     for key in keys:
-        if key[1] == "eager":
+        if key.backend == "eager":
             continue
-        lines.append(f"| {key[0]} | {key[3]} | {key[2]} | {key[1]} | "
+        lines.append(f"| {key.mode} | {key.threads} | {key.batch} | {key.backend} | "
                      + " | ".join(speedup_text(table[r].get(key)) for r in releases) + " |")
     lines += ["", "## Eager's own time per training step, against the same run's sgemm", "",
               "Eager's time per step over the 1024x1024 sgemm's median time of the same run and thread count "
               "(so that the machine's phase does not read as a release's change); ms in brackets.", ""]
     lines += ["| threads | batch | " + " | ".join(releases) + " |", "|---|---|" + "---|" * len(releases)]
     for key in keys:
-        if key[0] != "train" or key[1] != "eager":
+        if key.mode != "train" or key.backend != "eager":
             continue
         row = []
         for release in releases:
-            info, ref = table[release].get(key), sgemm[release].get(key[3])
-            if info and ref and info.get("paired_seconds_per_call"):
-                row.append(f"{info['paired_seconds_per_call'] / ref:.3f} sgemm "
-                           f"({info['paired_seconds_per_call'] * 1e3:.3g} ms; sgemm {ref * 1e3:.3g} ms)")
+            cell, ref = table[release].get(key), sgemm[release].get(key.threads)
+            if cell and ref and cell.get("paired_time"):
+                row.append(f"{cell['paired_time'] / ref:.3f} sgemm "
+                           f"({cell['paired_time'] * 1e3:.3g} ms; sgemm {ref * 1e3:.3g} ms)")
             else:
                 row.append("-")
-        lines.append(f"| {key[3]} | {key[2]} | " + " | ".join(row) + " |")
+        lines.append(f"| {key.threads} | {key.batch} | " + " | ".join(row) + " |")
     lines += ["", "## First call (compile, export, session) at one thread", "",
               "The first training call in the worker, in seconds, from the one-thread run (the release's "
               "first run in its venv); `cold` when Inductor's cache missed, `warm` when it hit (the cache is "
               "shared by the releases' venvs but keyed by torch version).", ""]
     lines += ["| backend | batch | " + " | ".join(releases) + " |", "|---|---|" + "---|" * len(releases)]
     for key in keys:
-        if key[0] != "train" or key[3] != 1 or key[1] == "eager":
+        if key.mode != "train" or key.threads != 1 or key.backend == "eager":
             continue
         row = []
         for release in releases:
-            info = table[release].get(key)
-            if info and info.get("first_call_seconds") is not None:
-                cache = info.get("first_call_cache") or {}
+            cell = table[release].get(key)
+            if cell and cell.get("first_call") is not None:
+                cache = cell.get("first_call_cache") or {}
                 state = "cold" if cache.get("misses") else "warm" if cache.get("hits") else "no cache"
-                row.append(f"{info['first_call_seconds']:.2f} s ({state})")
+                row.append(f"{cell['first_call']:.2f} s ({state})")
             else:
                 row.append("-")
-        lines.append(f"| {key[1]} | {key[2]} | " + " | ".join(row) + " |")
+        lines.append(f"| {key.backend} | {key.batch} | " + " | ".join(row) + " |")
     repro_outputs = [(release, (state_of(venvs, release).get("repro") or {})) for release in releases]
     lines += ["", "## The zero-gradient reproducer (repro/*zero*/)", ""]
     if any(record.get("output") for _, record in repro_outputs):

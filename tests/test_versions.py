@@ -6,7 +6,8 @@ import os
 
 import pytest
 
-from bench import cli, versions, versions_report
+from bench import REPO, cli, versions, versions_report
+from bench.runs.load import CellKey
 
 
 def run_main(argv, capsys, runner=None):
@@ -125,13 +126,26 @@ def test_constraints_drop_torch_and_setuptools_only(tmp_path):
 
 
 def info(speedup, low, high, agreement="pass"):
-    return {"speedup": speedup, "speedup_low": low, "speedup_high": high, "agreement": agreement}
+    return {"paired": (speedup, low, high), "agreement": agreement}  # a row as runs/load.py reads it
 
 
 def test_changes_lists_verdict_changes_and_moves_beyond_both_intervals():
-    key, other, same = ("train", "compile-net", 1, 1), ("train", "aotinductor", 1, 1), ("train", "x", 1, 1)
+    backends = ("compile-net", "aotinductor", "x")
+    key, other, same = (CellKey("train", "cpu", 1, backend, 1) for backend in backends)
     table = {"2.13.0": {key: info(0.6, 0.5, 0.7, "FAIL"), other: info(3.0, 2.9, 3.1),
                         same: info(1, 0.9, 1.1)},
              "2.14.1": {key: info(0.6, 0.5, 0.7), other: info(3.5, 3.4, 3.6), same: info(1.05, 1.0, 1.2)}}
     found = versions_report.changes(table, ["2.13.0", "2.14.1"])
     assert [(k, what.split()[0]) for k, _, _, what in found] == [(other, "speedup"), (key, "verdict")]
+
+
+def test_the_page_is_written_from_the_committed_matrix_runs(tmp_path):
+    # through the run loader: every release's two tagged runs, the zero-gradient rows left to the
+    # venvs' records (none here), and the chart
+    lines = []
+    versions_report.write(os.path.join(REPO, "results", "benchmarks"), str(tmp_path), str(tmp_path / "venvs"),
+                          out=lines.append)
+    text = (tmp_path / "versions.md").read_text()
+    assert lines[0].endswith("of 5 releases")
+    assert "0031 (1 thr, 103 s), 0032 (2 thr, 90 s)" in text  # torch 2.13.0's runs, from the loader
+    assert "| train | 1 | 1 | compile-net |" in text and (tmp_path / "versions.png").stat().st_size > 0

@@ -59,7 +59,7 @@ def read_run(path):
     if not isinstance(data, dict) or not isinstance(data.get("benchmarks"), list):
         raise ValueError("not a pytest-benchmark run (no 'benchmarks' list)")
 
-    rows, sgemm, sgemm_processes, sgemm_size = {}, {}, {}, {}
+    rows, sgemm, sgemm_processes, sgemm_size, sgemm_seconds = {}, {}, {}, {}, {}
     machine = data.get("machine_info") if isinstance(data.get("machine_info"), dict) else {}
     for bench in data["benchmarks"]:
         info = bench.get("extra_info") if isinstance(bench, dict) else None
@@ -82,6 +82,7 @@ def read_run(path):
                 place = (row["device"], row["threads"])
                 if gflops[0] > sgemm.get(place, (0.0,))[0]:
                     sgemm[place] = tuple(gflops)
+                    sgemm_seconds[place] = median
                     medians = info.get("process_medians")
                     sgemm_processes[place] = [row["flops"] / m / 1e9 for m in medians] if medians else None
                     sgemm_size[place] = info.get("size")
@@ -117,7 +118,8 @@ def read_run(path):
     ours = data.get("lenet_bench") if isinstance(data.get("lenet_bench"), dict) else {}
     return {"path": path, "name": os.path.basename(path), "datetime": when, "machine": machine,
             "commit": commit, "rows": rows, "sgemm": sgemm,
-            "sgemm_processes": sgemm_processes, "sgemm_size": sgemm_size, "benchmarks": data["benchmarks"],
+            "sgemm_processes": sgemm_processes, "sgemm_size": sgemm_size,
+            "sgemm_seconds": sgemm_seconds, "benchmarks": data["benchmarks"],
             "interrupted": bool(ours.get("interrupted")), "session_seconds": ours.get("session_seconds"),
             "versions": ours.get("versions"),
             "compile_cache_misses": ours.get("compile_cache_misses"), "workers": ours.get("workers")}
