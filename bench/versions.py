@@ -1,8 +1,9 @@
 """`lenet-bench versions`: the suite across torch releases, one virtual environment per release.
 
 For each release it makes (or reuses) a venv under --venvs, installs this checkout into it with
-that torch and constraints.txt's other pins, runs the test command and the benchmark command
-(`--quick`, at one thread and at all cores) and keeps each benchmark run in the normal run store,
+that torch and constraints.txt's other pins, runs the test command and the benchmark command as the
+README gives it (both thread counts, 3 worker processes per cell; the `--quick` runs, one process at
+one thread count each, are steps to ask for) and keeps each benchmark run in the normal run store,
 tagged with the release it ran on (its JSON's lenet_bench.versions entry; machine_info.torch is
 torch's own version string). What each step did is written to <venv>/lenet-bench-versions.json,
 so a second call resumes where the first stopped; `--torch 2.14.1` runs one release.
@@ -25,14 +26,18 @@ import time
 from bench.cli import Parser, UsageError, prog
 
 RELEASES = ("2.11.0", "2.12.1", "2.13.0", "2.14.1", "2.15.0")  # the newest patch of each minor
-STEPS = ("install", "tests", "bench-1thread", "bench-allcores", "zero-grad", "repro")
+STEPS = ("install", "tests", "bench-default", "bench-1thread", "bench-allcores", "zero-grad", "repro")
+# The quick runs are left out unless asked for: one process per cell, their intervals miss the
+# process-to-process noise, and bench-default times the same cells at both thread counts with it.
+DEFAULT_STEPS = ("install", "tests", "bench-default", "zero-grad", "repro")
+QUICK_STEPS = ("bench-1thread", "bench-allcores")
 UNPINNED = ("torch==", "setuptools==")  # constraints.txt lines the matrix leaves out (see below)
 STATE_FILE = "lenet-bench-versions.json"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_VENVS = os.path.join(tempfile.gettempdir(), "lenet-venvs")
 DEFAULT_STORE = os.path.join(ROOT, "results", "benchmarks")
 TEST_COMMAND = ["-m", "pytest", "tests", "bench", "--benchmark-disable", "-q"]
-BENCH_COMMAND = ["-m", "pytest", "bench", "--benchmark-only", "--quick"]
+BENCH_COMMAND = ["-m", "pytest", "bench", "--benchmark-only"]  # the README's: 1 and all cores, 3 processes
 
 HELP_EPILOG = """\
 disk and time per release (2-core AMD EPYC VM, shared; measured 2026-12-06, docs/versions.md):
@@ -55,8 +60,9 @@ def parse_args(argv):
     parser.add_argument("--torch", action="append", default=None, metavar="VERSION",
                         help="a release to run (repeat or comma-separate; default all: "
                         f"{', '.join(RELEASES)})")
-    parser.add_argument("--steps", default=",".join(STEPS),
-                        help=f"which steps, comma-separated, of {', '.join(STEPS)} (default all)")
+    parser.add_argument("--steps", default=",".join(DEFAULT_STEPS),
+                        help=f"which steps, comma-separated, of {', '.join(STEPS)} (default %(default)s: "
+                        "the --quick runs bench-1thread and bench-allcores only when named)")
     parser.add_argument("--redo", default="",
                         help="steps to run again though recorded as done (comma-separated)")
     parser.add_argument("--venvs", default=DEFAULT_VENVS, help="folder of the venvs, one torch-VERSION each "
@@ -153,10 +159,14 @@ def plan(args, version, state):
                                         args.lock, False), env)]))
         elif step == "tests":
             todo.append((step, [(locked([python, *TEST_COMMAND], args.lock, False), {})]))
-        elif step in ("bench-1thread", "bench-allcores"):
+        elif step == "bench-default":  # as the README runs it: the suite picks 1 and all cores itself
+            storage = os.path.join(venv, "runs", step)
+            todo.append((step, [(locked([python, *BENCH_COMMAND, f"--benchmark-storage={storage}"],
+                                        args.lock, True), {})]))
+        elif step in QUICK_STEPS:
             threads = 1 if step == "bench-1thread" else all_cores()
             storage = os.path.join(venv, "runs", step)
-            todo.append((step, [(locked([python, *BENCH_COMMAND, "--threads", str(threads),
+            todo.append((step, [(locked([python, *BENCH_COMMAND, "--quick", "--threads", str(threads),
                                          f"--benchmark-storage={storage}"], args.lock, True), {})]))
         elif step == "zero-grad":
             todo.append((step, [(locked([python, "-m", "bench.versions_probe"], args.lock, False), {})]))
@@ -226,9 +236,13 @@ def keep_run(storage, store, version, step, seconds):
     path = saved[-1]
     with open(path) as f:
         run = json.load(f)
+    cells = [bench.get("extra_info", {}) for bench in run.get("benchmarks", [])]
     run.setdefault("lenet_bench", {})["versions"] = {
         "torch_release": version, "step": step, "torch": run.get("machine_info", {}).get("torch"),
-        "onnxruntime": run.get("machine_info", {}).get("onnxruntime"), "command_seconds": round(seconds, 1)}
+        "onnxruntime": run.get("machine_info", {}).get("onnxruntime"), "command_seconds": round(seconds, 1),
+        # the form of the run, for the report to prefer the default one (3 processes) over --quick
+        "processes": max((cell.get("processes") or 0 for cell in cells), default=None) or None,
+        "threads": sorted({cell["threads"] for cell in cells if cell.get("threads")})}
     folder = os.path.join(store, os.path.basename(os.path.dirname(path)))
     name = os.path.basename(path)[5:-5]  # NNNN_<name>.json: numbered again in the store
     kept = save_numbered(folder, name, json.dumps(run, indent=4))

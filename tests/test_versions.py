@@ -53,9 +53,21 @@ def test_dry_run_plans_every_step_of_a_new_release(tmp_path, capsys):
     assert "PIP_CONFIG_FILE=/dev/null flock -s /tmp/x.lock" in text and "torch==2.15.0 -e .[dev]" in text
     python = str(venv / "bin" / "python")
     assert f"flock -s /tmp/x.lock {python} -m pytest tests bench --benchmark-disable" in text
-    assert "flock -x /tmp/x.lock" in text and "--quick --threads 1" in text
-    assert f"--quick --threads {os.cpu_count()}" in text
+    # the default benchmark step is the README's command as is (its own thread counts and processes)
+    storage = venv / "runs" / "bench-default"
+    assert (f"torch 2.15.0: bench-default: flock -x /tmp/x.lock {python} -m pytest bench --benchmark-only "
+            f"--benchmark-storage={storage}") in lines
+    assert "--quick" not in text and "--threads" not in text  # the quick runs only when named
+    assert list(dict.fromkeys(line.split(": ")[1] for line in lines)) == list(versions.DEFAULT_STEPS)
     assert not venv.exists()  # a dry run makes nothing
+
+
+def test_the_quick_runs_are_steps_to_name(tmp_path, capsys):
+    code, lines, _ = run_main(["--torch", "2.15.0", "--venvs", str(tmp_path), "--dry-run", "--lock", "/tmp/x.lock",
+                               "--steps", "bench-1thread,bench-allcores"], capsys)
+    assert code == 0 and len(lines) == 2
+    assert "bench-1thread: flock -x /tmp/x.lock" in lines[0] and "--benchmark-only --quick --threads 1 " in lines[0]
+    assert f"--benchmark-only --quick --threads {os.cpu_count()} " in lines[1]
 
 
 def fake_runner(calls, fail=()):
@@ -67,11 +79,13 @@ def fake_runner(calls, fail=()):
             if arg.startswith("--benchmark-storage="):
                 folder = os.path.join(arg.split("=", 1)[1], "Linux-CPython-3.11-64bit")
                 os.makedirs(folder, exist_ok=True)
-                threads = int(command[command.index("--threads") + 1])
+                quick = "--quick" in command  # one process at one thread count, else 3 at 1 and all cores
+                threads = [int(command[command.index("--threads") + 1])] if quick else [1, os.cpu_count()]
                 run_json = {"machine_info": {"torch": "2.15.0+cu132", "onnxruntime": "1.32.0"},
                             "commit_info": {}, "datetime": "2026-12-06T10:00:00+00:00", "version": "5.3.1",
                             "lenet_bench": {"interrupted": False, "session_seconds": 70.0},
-                            "benchmarks": [{"extra_info": {"threads": threads}}]}
+                            "benchmarks": [{"extra_info": {"threads": n, "processes": 1 if quick else 3}}
+                                           for n in threads]}
                 with open(os.path.join(folder, "0001_abc_20261206_100000_1.json"), "w") as f:
                     json.dump(run_json, f)
         if "pytest" in command and "tests" in command:
@@ -84,16 +98,20 @@ def fake_runner(calls, fail=()):
 def test_a_release_runs_its_steps_keeps_tagged_runs_and_resumes(tmp_path, capsys):
     store = tmp_path / "store"
     argv = ["--torch", "2.15.0", "--venvs", str(tmp_path / "venvs"), "--store", str(store),
-            "--steps", "tests,bench-1thread,bench-allcores"]
+            "--steps", "tests,bench-default,bench-1thread,bench-allcores"]
     (tmp_path / "venvs" / "torch-2.15.0").mkdir(parents=True)
     calls = []
     code, lines, _ = run_main(argv, capsys, fake_runner(calls))
     assert code == 0, lines
-    assert len(calls) == 3
+    assert len(calls) == 4
     kept = sorted((store / "Linux-CPython-3.11-64bit").iterdir())
-    assert [p.name[:5] for p in kept] == ["0001_", "0002_"]
+    assert [p.name[:5] for p in kept] == ["0001_", "0002_", "0003_"]
     tags = [json.loads(p.read_text())["lenet_bench"]["versions"] for p in kept]
-    assert [t["torch_release"] for t in tags] == ["2.15.0", "2.15.0"] and tags[0]["torch"] == "2.15.0+cu132"
+    assert [t["torch_release"] for t in tags] == ["2.15.0"] * 3 and tags[0]["torch"] == "2.15.0+cu132"
+    # each run's tag says its form, for the report to prefer the default run's intervals
+    assert [(t["step"], t["processes"], t["threads"]) for t in tags] == [
+        ("bench-default", 3, sorted({1, os.cpu_count()})), ("bench-1thread", 1, [1]),
+        ("bench-allcores", 1, [os.cpu_count()])]
     state = json.loads((tmp_path / "venvs" / "torch-2.15.0" / versions.STATE_FILE).read_text())
     assert state["steps"]["tests"]["summary"] == "188 passed, 53 skipped in 383.0s"
     # a second call finds everything done and runs nothing; --redo runs one step again
