@@ -1,12 +1,14 @@
 """What a worker process measured, as typed records: written by bench/launch/worker.py, read back
 by the benchmark replay (bench/test_benchmarks.py), with a schema version so a reader knows what
-it holds. Also the one rule for an agreement verdict: `failed` and `verified`.
+it holds; and what a saved run holds per cell (RunRow), as bench/runs/load.py reads it back for
+the reports and compare. Also the one rule for an agreement verdict: `failed` and `verified`.
 
 A worker's JSON document is `WorkerRecord.to_json()`; `WorkerRecord.from_json` reads it and every
 earlier shape (schema 1: the untyped dict of 40b1ffe and before, which had no "schema" key).
 """
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 SCHEMA = 2
@@ -138,3 +140,67 @@ class WorkerRecord:
                    cells={name: CellRecord.from_dict(cell)
                           for name, cell in (data.get("cells") or {}).items()},
                    sgemm_call_times=sgemm, seconds=data.get("seconds"), phases=data.get("phases") or {})
+
+
+@dataclass
+class RunRow:
+    """One cell of a saved run (one pytest-benchmark entry and its extra_info, as
+    bench/test_benchmarks.py wrote it), typed: what the reports and compare read. Fields a run of an
+    older schema did not record are None (or empty)."""
+
+    mode: str
+    device: str
+    batch: int
+    backend: str
+    threads: int
+    flops: float
+    median: float  # pytest-benchmark's median of the rounds, seconds
+    iqr: float
+    q1: float
+    q3: float
+    rounds: int | None
+    name: str
+    setup: float | None = None
+    first_call: float | None = None
+    first_call_cache: dict | None = None
+    agreement: str | None = None  # the verdict; None in a run saved before the check
+    max_error: float | None = None
+    worst_rmse_ratio: float | None = None
+    worst_max_ratio: float | None = None
+    paired: tuple | None = None  # (median, low, high) of the paired speedup against eager
+    noisy: bool = False
+    others_cpu: float | None = None
+    steal: float | None = None
+    peak_bytes: float | None = None
+    held_bytes: float | None = None
+    options: dict = field(default_factory=dict)  # the runner's backend_* facts
+    processes: int = 1
+    process_speedups: list | None = None
+    pair_ratios: list | None = None
+    paired_time: float | None = None  # the backend's seconds per call inside the pairs
+    time: float | None = None  # seconds per call, from the same pairing as `paired` (the loader sets it)
+
+    @classmethod
+    def from_benchmark(cls, bench, backend, threads, paired, noisy):
+        """The row of one saved benchmark; `backend` its current name, `threads` with the run's
+        default filled in, `paired` and `noisy` as the loader reads them. Raises KeyError, TypeError
+        or ValueError on a malformed entry."""
+        info, stats = bench["extra_info"], bench["stats"]
+        median = float(stats["median"])
+        if not median > 0:
+            raise ValueError(f"non-positive median {median}")
+        return cls(
+            mode=info["mode"], device=str(info["device"]), batch=int(info["batch_size"]), backend=backend,
+            threads=threads, flops=float(info["flops"]), median=median,
+            iqr=float(stats.get("iqr", math.nan)), q1=float(stats.get("q1", median)),
+            q3=float(stats.get("q3", median)), rounds=stats.get("rounds"), name=bench.get("name", "?"),
+            setup=info.get("setup_seconds"), first_call=info.get("first_call_seconds"),
+            first_call_cache=info.get("first_call_cache"), agreement=info.get("agreement"),
+            max_error=info.get("agreement_max_abs_error"),
+            worst_rmse_ratio=info.get("agreement_worst_rmse_ratio"),
+            worst_max_ratio=info.get("agreement_worst_max_ratio"), paired=paired, noisy=noisy,
+            others_cpu=info.get("noise_others_cpu"), steal=info.get("noise_steal"),
+            peak_bytes=info.get("memory_peak_bytes"), held_bytes=info.get("held_bytes"),
+            options={k: v for k, v in info.items() if k.startswith("backend_")},
+            processes=info.get("processes", 1), process_speedups=info.get("process_speedups"),
+            pair_ratios=info.get("pair_ratios"), paired_time=info.get("paired_seconds_per_call"))

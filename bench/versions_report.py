@@ -44,10 +44,10 @@ def order(key):
 def speedup_text(row):
     if row is None:
         return "-"
-    if row.get("paired") is None:
-        return f"{row.get('agreement') or '?'}: not timed"
-    verdict = "" if row.get("agreement") == "pass" else f" {row.get('agreement')}"
-    median, low, high = row["paired"]
+    if row.paired is None:
+        return f"{row.agreement or '?'}: not timed"
+    verdict = "" if row.agreement == "pass" else f" {row.agreement}"
+    median, low, high = row.paired
     return f"{median:.2f}x [{low:.2f}, {high:.2f}]{verdict}"
 
 
@@ -59,11 +59,11 @@ def changes(table, releases):
     for key in sorted({key for release in releases for key in table[release]}, key=order):
         have = [(release, table[release][key]) for release in releases if key in table[release]]
         for (r1, a), (r2, b) in zip(have, have[1:]):
-            if a.get("agreement") != b.get("agreement"):
-                found.append((key, r1, r2, f"verdict {a.get('agreement')} -> {b.get('agreement')}"))
-            elif a.get("paired") and b.get("paired") and (
-                    not a["paired"][1] <= b["paired"][0] <= a["paired"][2]
-                    and not b["paired"][1] <= a["paired"][0] <= b["paired"][2]):
+            if a.agreement != b.agreement:
+                found.append((key, r1, r2, f"verdict {a.agreement} -> {b.agreement}"))
+            elif a.paired and b.paired and (
+                    not a.paired[1] <= b.paired[0] <= a.paired[2]
+                    and not b.paired[1] <= a.paired[0] <= b.paired[2]):
                 found.append((key, r1, r2, f"speedup {speedup_text(a)} -> {speedup_text(b)}"))
     return found
 
@@ -101,7 +101,7 @@ def chart(table, releases, path):
     fig, axes = plt.subplots(len(threads), len(batches), figsize=(4.2 * len(batches), 3.4 * len(threads)),
                              squeeze=False)
     width = 0.8 / max(len(releases), 1)
-    medians = [table[r][k]["paired"][0] for r in releases for k in keys if table[r].get(k, {}).get("paired")]
+    medians = [table[r][k].paired[0] for r in releases for k in keys if k in table[r] and table[r][k].paired]
     limits = (min(medians + [1.0]) / 1.6, max(medians + [1.0]) * 1.6)
     colours = plt.get_cmap("viridis")
     for row, count in enumerate(threads):
@@ -111,8 +111,8 @@ def chart(table, releases, path):
                 xs, ys, lows, highs = [], [], [], []
                 for j, backend in enumerate(backends):
                     cell = table[release].get(CellKey("train", "cpu", batch, backend, count))
-                    if cell and cell.get("paired"):
-                        median, low, high = cell["paired"]
+                    if cell and cell.paired:
+                        median, low, high = cell.paired
                         xs.append(j + (i - (len(releases) - 1) / 2) * width)
                         ys.append(median)
                         lows.append(median - low)
@@ -218,9 +218,9 @@ def write(store, out_folder, venvs, out=print):
         row = []
         for release in releases:
             cell, ref = table[release].get(key), sgemm[release].get(key.threads)
-            if cell and ref and cell.get("paired_time"):
-                row.append(f"{cell['paired_time'] / ref:.3f} sgemm "
-                           f"({cell['paired_time'] * 1e3:.3g} ms; sgemm {ref * 1e3:.3g} ms)")
+            if cell and ref and cell.paired_time:
+                row.append(f"{cell.paired_time / ref:.3f} sgemm "
+                           f"({cell.paired_time * 1e3:.3g} ms; sgemm {ref * 1e3:.3g} ms)")
             else:
                 row.append("-")
         lines.append(f"| {key.threads} | {key.batch} | " + " | ".join(row) + " |")
@@ -235,10 +235,10 @@ def write(store, out_folder, venvs, out=print):
         row = []
         for release in releases:
             cell = table[release].get(key)
-            if cell and cell.get("first_call") is not None:
-                cache = cell.get("first_call_cache") or {}
+            if cell and cell.first_call is not None:
+                cache = cell.first_call_cache or {}
                 state = "cold" if cache.get("misses") else "warm" if cache.get("hits") else "no cache"
-                row.append(f"{cell['first_call']:.2f} s ({state})")
+                row.append(f"{cell.first_call:.2f} s ({state})")
             else:
                 row.append("-")
         lines.append(f"| {key.backend} | {key.batch} | " + " | ".join(row) + " |")

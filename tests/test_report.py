@@ -10,6 +10,7 @@ import os
 import pytest
 
 from bench import REPO
+from bench.record import RunRow
 from bench.reporting import compare, report
 from bench.runs import load
 from bench.studies import draw_net
@@ -496,7 +497,7 @@ def committed_pairs_at_one_commit():
 
 
 def single_process(run):
-    return max(row.get("processes") or 1 for row in run["rows"].values()) == 1
+    return max(row.processes or 1 for row in run["rows"].values()) == 1
 
 
 def test_compare_flags_nothing_between_committed_single_process_runs_of_one_commit(capsys):
@@ -581,3 +582,6 @@ def test_every_committed_run_of_every_schema_still_loads(capsys):
     assert "warning" not in capsys.readouterr().err
     assert len(runs) == len([name for name in names if name.endswith(".json")]) >= 36
     assert all(run["rows"] and all(key.eager() in run["rows"] for key in run["rows"]) for run in runs)
+    rows = [(key, row) for run in runs for key, row in run["rows"].items()]
+    assert all(isinstance(row, RunRow) and key == (row.mode, row.device, row.batch, row.backend, row.threads)
+               and row.median > 0 and row.time > 0 for key, row in rows)  # typed, and keyed by what it holds

@@ -8,6 +8,7 @@ import pytest
 
 from bench import REPO, cli, versions, versions_report
 from bench.runs.load import CellKey
+from bench.record import RunRow
 
 
 def run_main(argv, capsys, runner=None):
@@ -144,7 +145,9 @@ def test_constraints_drop_torch_and_setuptools_only(tmp_path):
 
 
 def info(speedup, low, high, agreement="pass"):
-    return {"paired": (speedup, low, high), "agreement": agreement}  # a row as runs/load.py reads it
+    """A row as runs/load.py reads it: only its speedup interval and verdict matter here."""
+    return RunRow(mode="train", device="cpu", batch=1, backend="x", threads=1, flops=1.0, median=1.0, iqr=0.0,
+                  q1=1.0, q3=1.0, rounds=1, name="x", paired=(speedup, low, high), agreement=agreement)
 
 
 def test_changes_lists_verdict_changes_and_moves_beyond_both_intervals():

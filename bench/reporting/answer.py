@@ -10,7 +10,7 @@ from bench.runs.load import groups_of, speedup_interval
 
 def ranked(run, mode, device, threads, batch):
     """[(backend, interval or None, agreement)] of one group and batch size, fastest first; eager last."""
-    rows = [(key.backend, speedup_interval(run, key), row["agreement"]) for key, row in run["rows"].items()
+    rows = [(key.backend, speedup_interval(run, key), row.agreement) for key, row in run["rows"].items()
             if (key.mode, key.device, key.threads, key.batch) == (mode, device, threads, batch)
             and key.backend != EAGER]
     return sorted(rows, key=lambda r: -(r[1][0] if r[1] else 0.0))

@@ -69,13 +69,13 @@ def calibrate(runs):
         intervals = [speedup_interval(run, key) for run in runs]
         medians = [median for median, _, _ in intervals]
         z = [two_sample_z(a, b) for a, b in itertools.combinations(intervals, 2)]
-        processes = [p for run in runs for p in (run["rows"][key].get("process_speedups") or [])]
+        processes = [p for run in runs for p in (run["rows"][key].process_speedups or [])]
         several = len(processes) > len(runs)  # some run had more than one process per cell
         cells.append({"mode": key.mode, "device": key.device, "batch_size": key.batch, "backend": key.backend,
                       "threads": key.threads, "processes": len(processes),
                       "process_spread": max(processes) / min(processes) if several else None,
                       "intervals": intervals,
-                      "noisy": [bool(run["rows"][key].get("noisy")) for run in runs],
+                      "noisy": [bool(run["rows"][key].noisy) for run in runs],
                       "spread": max(medians) / min(medians), "z": z,
                       "consistent": sum(value <= Z95 for value in z), "pairs": len(z)})
     return cells
@@ -88,7 +88,7 @@ def variance_components(runs):
     gives: sqrt(process cost / pair cost * pair variance / process variance)."""
     pair_var, process_var, run_var, pairs_per_process = [], [], [], []
     for key in cells_of(runs):
-        groups = [[np.log(g) for g in run["rows"][key].get("pair_ratios") or [] if len(g) > 1]
+        groups = [[np.log(g) for g in run["rows"][key].pair_ratios or [] if len(g) > 1]
                   for run in runs]
         if not all(len(g) > 1 for g in groups):
             continue
@@ -119,7 +119,7 @@ def variance_components(runs):
 def _costs(run):
     """(seconds of one pair, seconds of a worker's setup per cell it times) from the run's worker log."""
     workers = [w for w in run.get("workers") or [] if len(w.get("group", [])) == 3 and w.get("phases")]
-    pairs = sum(len(g) for row in run["rows"].values() for g in row.get("pair_ratios") or [])
+    pairs = sum(len(g) for row in run["rows"].values() for g in row.pair_ratios or [])
     cells = sum(1 for key in run["rows"] if key.mode in MODES)
     if not workers or not pairs or not cells:
         return None
@@ -146,8 +146,8 @@ def compare_check(runs, threshold=0.10):
         keys = [key for key in slowed["rows"] if key.backend == backend and key.mode in MODES]
         for key in keys:
             row = slowed["rows"][key]
-            row["paired"] = tuple(v / INJECTED_SLOWDOWN for v in row["paired"]) if row.get("paired") else None
-            row["pair_ratios"] = [[r / INJECTED_SLOWDOWN for r in g] for g in row.get("pair_ratios") or []]
+            row.paired = tuple(v / INJECTED_SLOWDOWN for v in row.paired) if row.paired else None
+            row.pair_ratios = [[r / INJECTED_SLOWDOWN for r in g] for g in row.pair_ratios or []]
         found = regressions(runs[0], slowed)
         injected[backend] = [sum(key in found for key in keys), len(keys)]
     return {"false_alarms": false_alarms, "injected": injected}

@@ -19,7 +19,7 @@ def draw_chart(run, mode, device, threads, path):
     fig, (left, right, memory_ax) = plt.subplots(1, 3, figsize=(19, 5))
 
     for backend in backends:
-        points = sorted((key.batch, run["rows"][key]["time"] * 1e3) for key in keys if key.backend == backend)
+        points = sorted((key.batch, run["rows"][key].time * 1e3) for key in keys if key.backend == backend)
         if points:
             fail = any(failed(run["rows"][key]) for key in keys if key.backend == backend)
             left.plot(*zip(*points, strict=True), marker="o", color=colors[backend],
@@ -70,12 +70,12 @@ def draw_chart(run, mode, device, threads, path):
     for i, backend in enumerate(everyone):
         for j, batch in enumerate(batches):
             row = run["rows"].get(CellKey(mode, device, batch, backend, threads))
-            if row is None or not isinstance(row.get("peak_bytes"), (int, float)):
+            if row is None or not isinstance(row.peak_bytes, (int, float)):
                 continue
-            held = row["held_bytes"] if isinstance(row.get("held_bytes"), (int, float)) else 0
+            held = row.held_bytes if isinstance(row.held_bytes, (int, float)) else 0
             x = j - 0.4 + width * (i + 0.5)
             memory_ax.bar(x, held / 2**20, width, color=colors[backend], alpha=0.45)
-            memory_ax.bar(x, row["peak_bytes"] / 2**20, width, bottom=held / 2**20, color=colors[backend])
+            memory_ax.bar(x, row.peak_bytes / 2**20, width, bottom=held / 2**20, color=colors[backend])
     memory_ax.set_xticks(range(len(batches)), [str(b) for b in batches])
     memory_ax.set_xlabel("batch size")
     memory_ax.set_ylabel("MiB resident")

@@ -74,7 +74,7 @@ def judge(base, cand, key, threshold):
     change = speedup(base, key) / speedup(cand, key) - 1
     if change <= threshold:
         return change, ""
-    ratios = [run["rows"][key].get("pair_ratios") for run in (base, cand)]
+    ratios = [run["rows"][key].pair_ratios for run in (base, cand)]
     if not all(groups and len(groups) >= 2 for groups in ratios):  # one process: its luck is unmeasured
         return change, "undecided"
     regressed = verdict(*change_interval(*ratios), 0.0, strict=True)  # slower: a change above 0
@@ -113,7 +113,7 @@ def compare_runs(base, cand, threshold):
     regressions, undecided = [], []
     for key in keys:
         mode, device, batch, backend, threads = key
-        b, c = base["rows"][key]["time"], cand["rows"][key]["time"]
+        b, c = base["rows"][key].time, cand["rows"][key].time
         line = f"{mode:8} {device:6} {threads:>7} {batch:>5} {backend:20} {b * 1e3:>9.4g} {c * 1e3:>9.4g}"
         eager_key = key.eager()
         if backend == EAGER:
@@ -126,8 +126,8 @@ def compare_runs(base, cand, threshold):
                 (regressions if verdict == "REGRESSION" else undecided).append((key, change))
         else:
             line += "  (no eager to compare against)"
-        if cand["rows"][key]["agreement"] is not None and not verified(cand["rows"][key]["agreement"]):
-            line += f"  agreement {cand['rows'][key]['agreement']}"
+        if cand["rows"][key].agreement is not None and not verified(cand["rows"][key].agreement):
+            line += f"  agreement {cand['rows'][key].agreement}"
         print(line)
     if only:
         print(f"({only} benchmarks are in only one of the two runs and are not compared)")

@@ -35,15 +35,15 @@ MAIN_TABLE_MODE = "train"
 
 
 def agreement_text(row):
-    if row["agreement"] is None:
+    if row.agreement is None:
         return "not checked"
-    text = str(row["agreement"])
-    if isinstance(row.get("worst_rmse_ratio"), (int, float)):
-        largest = row.get("worst_max_ratio")
+    text = str(row.agreement)
+    if isinstance(row.worst_rmse_ratio, (int, float)):
+        largest = row.worst_max_ratio
         largest = f", largest element {float(largest):.2g}x" if isinstance(largest, (int, float)) else ""
-        text += f" (RMSE {float(row['worst_rmse_ratio']):.2g}x{largest} eager's)"
-    elif row["max_error"] is not None:
-        text += f" (max abs err {float(row['max_error']):.1e})"
+        text += f" (RMSE {float(row.worst_rmse_ratio):.2g}x{largest} eager's)"
+    elif row.max_error is not None:
+        text += f" (max abs err {float(row.max_error):.1e})"
     return text
 
 
@@ -61,7 +61,7 @@ def speedup_text(run, key):
         text = "n/a (no eager)" if value is None else f"{num(value)}x (unpaired)"
     if failed(row):
         text += " FAIL"  # never a bare speedup for a backend that disagrees with the reference
-    if row.get("noisy"):
+    if row.noisy:
         text += " " + NOISY_MARK
     return text
 
@@ -77,10 +77,10 @@ def cache_text(cache):
 
 
 def noise_text(row):
-    if row.get("others_cpu") is None:
+    if row.others_cpu is None:
         return "-"
-    text = f"{100 * row['others_cpu']:.0f}% / {100 * (row.get('steal') or 0):.0f}%"
-    return text + (" " + NOISY_MARK if row.get("noisy") else "")
+    text = f"{100 * row.others_cpu:.0f}% / {100 * (row.steal or 0):.0f}%"
+    return text + (" " + NOISY_MARK if row.noisy else "")
 
 
 def reproduce_command(run):
@@ -89,7 +89,7 @@ def reproduce_command(run):
     batches = sorted({key.batch for key in keys})
     devices = sorted({key.device for key in keys})
     threads = sorted({key.threads for key in keys if key.threads})
-    processes = max(row.get("processes") or 1 for row in run["rows"].values())
+    processes = max(row.processes or 1 for row in run["rows"].values())
     modes = [mode for mode in MODES if any(key.mode == mode for key in keys)]
     command = (f"python -m pytest bench --benchmark-only --backends={','.join(backends)} "
                f"--batch-sizes={','.join(map(str, batches))} --devices={','.join(devices)} "
@@ -102,7 +102,7 @@ def reproduce_command(run):
 def render_markdown(run, charts):
     machine, commit = run["machine"], run["commit"]
     threads = ", ".join(map(str, sorted({key.threads for key in run["rows"]}))) or None
-    processes = max(row.get("processes") or 1 for row in run["rows"].values())
+    processes = max(row.processes or 1 for row in run["rows"].values())
     versions = ", ".join(f"{k} {machine[k]}" for k in VERSION_KEYS if machine.get(k))
     commit_text = commit.get("id", "unknown")[:12] + (" (uncommitted changes)" if commit.get("dirty") else "")
     sizes = sorted({size for size in run.get("sgemm_size", {}).values() if size})  # as the run recorded them
@@ -165,21 +165,21 @@ def render_markdown(run, charts):
                       key=lambda key: (backends_of(run).index(key.backend), key.batch))
         for key in keys:
             row = run["rows"][key]
-            gflops = row["flops"] / row["time"] / 1e9
-            reused = row["options"].get("backend_export_cached")
-            setup = secs(row["setup"]) + (" (export reused)" if reused else "")
-            rows.append([row["backend"], row["batch"], ms(row["time"]), ms(row["iqr"]),
-                         rate(row["batch"] / row["time"]), speedup_text(run, key), num(gflops),
+            gflops = row.flops / row.time / 1e9
+            reused = row.options.get("backend_export_cached")
+            setup = secs(row.setup) + (" (export reused)" if reused else "")
+            rows.append([row.backend, row.batch, ms(row.time), ms(row.iqr),
+                         rate(row.batch / row.time), speedup_text(run, key), num(gflops),
                          f"{num(100 * gflops / sgemm[0])}%" if sgemm else "-",
-                         mib(row["peak_bytes"]), mib(row["held_bytes"]), setup,
-                         secs(row["first_call"]) + cache_text(row["first_call_cache"]), agreement_text(row),
+                         mib(row.peak_bytes), mib(row.held_bytes), setup,
+                         secs(row.first_call) + cache_text(row.first_call_cache), agreement_text(row),
                          noise_text(row)])
         title = f"{MODE_TITLES.get(mode, mode)}, {device}, {threads_text(threads)}"
         lines += [f"## {title}", ""]
         lines.append(sgemm_text(run, device, threads))
         lines += ["", markdown_table(header, rows), ""]
-        options = {(row["backend"], k, str(v)) for key in keys for row in [run["rows"][key]]
-                   for k, v in row["options"].items()}
+        options = {(row.backend, k, str(v)) for key in keys for row in [run["rows"][key]]
+                   for k, v in row.options.items()}
         if options:
             lines += ["Backend options: " + "; ".join(f"{b} {k.removeprefix('backend_')}={v}"
                                                      for b, k, v in sorted(options)), ""]
@@ -196,7 +196,7 @@ def answer_table(run, mode):
     for _, device, threads in [group for group in groups_of(run) if group[0] == mode]:
         for backend in backends_of(run):
             keys = [CellKey(mode, device, batch, backend, threads) for batch in batches]
-            cells = [f"{ms(run['rows'][key]['time'])} ms ({speedup_text(run, key)})" if key in run["rows"]
+            cells = [f"{ms(run['rows'][key].time)} ms ({speedup_text(run, key)})" if key in run["rows"]
                      else "-" for key in keys]
             if any(cell != "-" for cell in cells):
                 rows.append([backend, device, threads, *cells])

@@ -13,11 +13,11 @@ def sgemm_share(run, key):
     quartiles (sgemm is not paired with anything, so its quartiles are the honest spread here)."""
     row, (sgemm, sgemm_low, sgemm_high) = run["rows"][key], run["sgemm"][(key.device, key.threads)]
     interval = speedup_interval(run, key)
-    if interval and row["time"] != row["median"]:  # a time from the pairing: scale it by the interval's ends
-        times = [row["time"], *(row["time"] * interval[0] / end for end in interval[1:])]
+    if interval and row.time != row.median:  # a time from the pairing: scale it by the interval's ends
+        times = [row.time, *(row.time * interval[0] / end for end in interval[1:])]
     else:
-        times = [row[q] for q in ("median", "q3", "q1")]
-    gflops = [row["flops"] / t / 1e9 for t in times]
+        times = [getattr(row, q) for q in ("median", "q3", "q1")]
+    gflops = [row.flops / t / 1e9 for t in times]
     return gflops[0] / sgemm, gflops[1] / sgemm_high, gflops[2] / sgemm_low
 
 

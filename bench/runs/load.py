@@ -66,49 +66,31 @@ def read_run(path):
         mode = info.get("mode") if isinstance(info, dict) else None
         if not isinstance(mode, str) or mode not in KNOWN_MODES:
             continue  # a benchmark this report does not know; a run with none of ours is foreign
+        threads = int(info.get("threads") or machine.get("torch_threads") or 0)
         try:
-            median = float(bench["stats"]["median"])
-            if not median > 0:
-                raise ValueError(f"non-positive median {median}")
-            row = {
-                "mode": info["mode"], "device": str(info["device"]), "flops": float(info["flops"]),
-                "median": median, "iqr": float(bench["stats"].get("iqr", math.nan)),
-                "rounds": bench["stats"].get("rounds"), "name": bench.get("name", "?"),
-                "threads": int(info.get("threads") or machine.get("torch_threads") or 0),
-            }
             if info["mode"] == "sgemm":
+                median, flops = float(bench["stats"]["median"]), float(info["flops"])
+                if not median > 0:
+                    raise ValueError(f"non-positive median {median}")
                 stats = bench["stats"]  # GFLOP/s at the median, and at the quartiles of its rounds
-                gflops = [row["flops"] / float(stats.get(q, median)) / 1e9 for q in ("median", "q3", "q1")]
-                place = (row["device"], row["threads"])
+                gflops = [flops / float(stats.get(q, median)) / 1e9 for q in ("median", "q3", "q1")]
+                place = (str(info["device"]), threads)
                 if gflops[0] > sgemm.get(place, (0.0,))[0]:
                     sgemm[place] = tuple(gflops)
                     sgemm_seconds[place] = median
                     medians = info.get("process_medians")
-                    sgemm_processes[place] = [row["flops"] / m / 1e9 for m in medians] if medians else None
+                    sgemm_processes[place] = [flops / m / 1e9 for m in medians] if medians else None
                     sgemm_size[place] = info.get("size")
                 continue
-            row.update(
-                backend=configs.current_name(str(info["backend"])), batch=int(info["batch_size"]),
-                setup=info.get("setup_seconds"), first_call=info.get("first_call_seconds"),
-                first_call_cache=info.get("first_call_cache"),
-                agreement=info.get("agreement"), max_error=info.get("agreement_max_abs_error"),
-                worst_rmse_ratio=info.get("agreement_worst_rmse_ratio"),
-                worst_max_ratio=info.get("agreement_worst_max_ratio"),
-                paired=paired_of(info), noisy=noise.is_noisy(info),
-                others_cpu=info.get("noise_others_cpu"), steal=info.get("noise_steal"),
-                peak_bytes=info.get("memory_peak_bytes"), held_bytes=info.get("held_bytes"),
-                q1=float(bench["stats"].get("q1", median)), q3=float(bench["stats"].get("q3", median)),
-                options={k: v for k, v in info.items() if k.startswith("backend_")},
-                processes=info.get("processes", 1), process_speedups=info.get("process_speedups"),
-                pair_ratios=info.get("pair_ratios"), paired_time=info.get("paired_seconds_per_call"),
-            )
+            row = record.RunRow.from_benchmark(bench, configs.current_name(str(info["backend"])), threads,
+                                               paired_of(info), noise.is_noisy(info))
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as error:
             raise ValueError(f"benchmark {bench.get('name', '?')!r} is malformed ({error!r})") from None
-        rows[CellKey(row["mode"], row["device"], row["batch"], row["backend"], row["threads"])] = row
+        rows[CellKey(row.mode, row.device, row.batch, row.backend, row.threads)] = row
     if not rows:
         raise ValueError("not a lenet-bench run (no train/forward benchmarks with extra_info)")
     for key, row in rows.items():
-        row["time"] = paired_time(rows, key)
+        row.time = paired_time(rows, key)
 
     try:
         when = datetime.fromisoformat(data["datetime"])
@@ -130,9 +112,9 @@ def paired_time(rows, key):
     its A/A pairing over the row's paired speedup (eager's own row: that time itself). A run saved
     before worker processes has no such time: pytest-benchmark's median of the row's rounds."""
     row, eager = rows[key], rows.get(key.eager())
-    if eager is None or not isinstance(eager.get("paired_time"), (int, float)) or not row["paired"]:
-        return row["median"]
-    return eager["paired_time"] if key.backend == EAGER else eager["paired_time"] / row["paired"][0]
+    if eager is None or not isinstance(eager.paired_time, (int, float)) or not row.paired:
+        return row.median
+    return eager.paired_time if key.backend == EAGER else eager.paired_time / row.paired[0]
 
 
 def paired_of(info):
@@ -198,12 +180,12 @@ def speedup(run, key):
     if interval:
         return interval[0]
     eager = run["rows"].get(key.eager())
-    return eager["median"] / run["rows"][key]["median"] if eager else None
+    return eager.median / run["rows"][key].median if eager else None
 
 
 def speedup_interval(run, key):
     """(median, low, high) of the paired speedup against eager (bench/measure/timing.py), or None."""
-    return run["rows"][key].get("paired")
+    return run["rows"][key].paired
 
 
 def backends_of(run):
@@ -230,9 +212,9 @@ def cpu_of(machine):
 def failed(row):
     """Whether the row's backend disagrees with the float64 reference (its speedup is not to be
     trusted): bench/record.py's rule, the one every reader uses."""
-    return record.failed(row["agreement"])
+    return record.failed(row.agreement)
 
 
 def trusted(row):
     """Whether a target may use the row's speedup: its agreement passed, or the run predates the check."""
-    return row["agreement"] is None or record.verified(row["agreement"])
+    return row.agreement is None or record.verified(row.agreement)
