@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 
+from bench import REPO
 from bench.runs.load import CellKey, load_runs
 
 COMMAND = "lenet-bench versions --report"
@@ -28,6 +29,41 @@ def versions_runs(store):
         for count in {key.threads for key in run["rows"]}:
             found.setdefault(run["versions"]["torch_release"], {})[count] = run
     return found
+
+
+def processes_of(run):
+    """Worker processes per cell in a run: 1 for a --quick run, 3 for the default command."""
+    return max((row.processes or 1 for row in run["rows"].values()), default=1)
+
+
+def by_run(runs_of_release):
+    """[(run, [threads it supplies])] for one release's {threads: run}, each run once."""
+    found = {}
+    for threads, run in sorted(runs_of_release.items()):
+        found.setdefault(run["name"], (run, []))[1].append(threads)
+    return list(found.values())
+
+
+def run_text(run, threads):
+    return (f"{run['name'][:4]} ({'+'.join(map(str, threads))} thr, {processes_of(run)} proc, "
+            f"{run['session_seconds'] or 0:.0f} s)")
+
+
+def form_text(runs):
+    """What the runs are, for the page's opening: the default command, --quick, or some of each."""
+    used = [run for release in runs.values() for run, _ in by_run(release)]
+    quick = [run for run in used if processes_of(run) == 1]
+    text = ("`pytest bench --benchmark-only`, the README's command (both thread counts, "
+            f"{max(map(processes_of, used), default=3)} worker processes per cell; the interval of each "
+            "speedup is over processes)" if len(quick) < len(used) else "")
+    if quick:
+        text += ("; " if text else "") + (
+            "`pytest bench --benchmark-only --quick --threads N` for "
+            + ", ".join(sorted({run['versions']['torch_release'] for run in quick}, key=release_key))
+            + " (one worker process: its intervals are within one process and do not cover the "
+            "process-to-process noise that docs/method.md measures, so a move there is a lead, not a "
+            "verdict, until a default run repeats it)")
+    return text + "."
 
 
 def cells(run):
@@ -77,12 +113,22 @@ def disk_gb(path):
         return None
 
 
-def state_of(venvs, release):
+COMMITTED_STEPS = os.path.join(REPO, "results", "versions_tests")  # step records kept past their venvs
+
+
+def read_steps(path):
     try:
-        with open(os.path.join(venvs, f"torch-{release}", "lenet-bench-versions.json")) as f:
+        with open(path) as f:
             return json.load(f)["steps"]
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError):
         return {}
+
+
+def state_of(venvs, release):
+    """What each step did for a release: the committed record (results/versions_tests/), with the
+    venv's own record over it where the venv is still there (venvs are temporary, the record is not)."""
+    return {**read_steps(os.path.join(COMMITTED_STEPS, f"torch-{release}-steps.json")),
+            **read_steps(os.path.join(venvs, f"torch-{release}", "lenet-bench-versions.json"))}
 
 
 def chart(table, releases, path):
@@ -153,11 +199,11 @@ def write(store, out_folder, venvs, out=print):
              f"Written by `{COMMAND}` on {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC "
              "from the runs `lenet-bench versions` saved in results/benchmarks/ (tagged "
              "`lenet_bench.versions` in their JSON) "
-             f"and the step records it keeps in each release's venv ({venvs}/torch-VERSION/"
-             "lenet-bench-versions.json). One machine, the releases back to back; each benchmark run is "
-             "`pytest bench --benchmark-only --quick --threads N` (one worker process: its intervals are "
-             "within one process and do not cover the process-to-process noise that docs/method.md measures, "
-             "so a move between two releases is a lead, not a verdict, until a default run repeats it).", ""]
+             "and the step records it keeps in each release's venv (`--venvs`: torch-VERSION/"
+             "lenet-bench-versions.json), or where the venv is gone, their committed copies in "
+             "results/versions_tests/. One machine, the releases back to back. Each release's cells come "
+             "from its newest tagged run at each thread count: "
+             + form_text(runs) + "", ""]
     not_run = [release for release in RELEASES if release not in runs]
     lines += ["## The releases", "",
               "| release | torch | onnxruntime | venv disk | install | test command "
@@ -169,8 +215,7 @@ def write(store, out_folder, venvs, out=print):
         probe = (steps.get("zero-grad") or {}).get("probe")
         gb = disk_gb(os.path.join(venvs, f"torch-{release}")) if os.path.isdir(
             os.path.join(venvs, f"torch-{release}")) else None
-        run_names = ", ".join(f"{r['name'][:4]} ({t} thr, {r['session_seconds'] or 0:.0f} s)"
-                              for t, r in sorted(runs.get(release, {}).items()))
+        run_names = ", ".join(run_text(run, threads) for run, threads in by_run(runs.get(release, {})))
         tests_text = (f"{'pass' if tests.get('ok') else 'FAIL'}: {tests.get('summary') or '?'} "
                       f"({tests.get('seconds', 0):.0f} s wall, shared CPU)") if tests else "not run"
         probe_text = ("**yes**" if probe["defect"] else "no") + \

@@ -168,5 +168,20 @@ def test_the_page_is_written_from_the_committed_matrix_runs(tmp_path):
                           out=lines.append)
     text = (tmp_path / "versions.md").read_text()
     assert lines[0].endswith("of 5 releases")
-    assert "0031 (1 thr, 103 s), 0032 (2 thr, 90 s)" in text  # torch 2.13.0's runs, from the loader
+    newest = versions_report.versions_runs(os.path.join(REPO, "results", "benchmarks"))["2.13.0"]
+    for run, threads in versions_report.by_run(newest):  # torch 2.13.0's runs, named as the loader read them
+        assert versions_report.run_text(run, threads) in text and f"{run['session_seconds']:.0f} s)" in text
     assert "| train | 1 | 1 | compile-net |" in text and (tmp_path / "versions.png").stat().st_size > 0
+
+
+def test_the_page_says_which_releases_rest_on_quick_runs():
+    def run(name, release, processes):
+        row = info(1.0, 0.9, 1.1)
+        row.processes = processes
+        return {"name": name, "rows": {CellKey("train", "cpu", 1, "x", 1): row}, "session_seconds": 1.0,
+                "versions": {"torch_release": release}}
+    default, quick = run("0040_a", "2.14.1", 3), run("0041_b", "2.15.0", 1)
+    text = versions_report.form_text({"2.14.1": {1: default, 2: default}, "2.15.0": {1: quick}})
+    assert "3 worker processes per cell" in text and "--quick --threads N` for 2.15.0 (one worker" in text
+    assert versions_report.by_run({1: default, 2: default}) == [(default, [1, 2])]
+    assert "for 2.14.1" not in versions_report.form_text({"2.14.1": {1: default}})
