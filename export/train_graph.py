@@ -285,10 +285,6 @@ def _translations(train_graph=DEFAULT_TRAIN_GRAPH):
     return table
 
 
-def _net(state_dict):
-    net = model.Net()
-    net.load_state_dict(state_dict)
-    return net.eval()
 
 
 def trace_train_step(state_dict, lr=model.LEARNING_RATE, lowering=None):
@@ -296,7 +292,7 @@ def trace_train_step(state_dict, lr=model.LEARNING_RATE, lowering=None):
 
     `lowering`: a TorchFunctionMode class active while the Net runs (bench.backends.aotinductor
     traces with the compile backend's im2col lowering); None traces the Net as written."""
-    net = _net(state_dict)
+    net = model.net_for_inference(state_dict)
     keys = list(state_dict)
 
     def step(x, target, *params):
@@ -319,7 +315,7 @@ def trace_train_step(state_dict, lr=model.LEARNING_RATE, lowering=None):
 def trace_forward(state_dict, lowering=None):
     """The forward pass as an fx GraphModule with a symbolic batch: (input, *params) -> output.
     `lowering` as in trace_train_step."""
-    net = _net(state_dict)
+    net = model.net_for_inference(state_dict)
     keys = list(state_dict)
 
     def forward(x, *params):
@@ -418,7 +414,7 @@ def _export(module, args, input_names, output_names, dynamic_shapes, opset, cust
 
 def build_inference(state_dict, opset=DEFAULT_OPSET):
     """The inference model as an onnx.ModelProto (parameters stored as initializers)."""
-    net = _net({k: v.to(torch.float32) for k, v in state_dict.items()})
+    net = model.net_for_inference({k: v.to(torch.float32) for k, v in state_dict.items()})
     x, _ = model.make_batch(TRACE_BATCH)
     batch = torch.export.Dim("batch", min=1)
     return _export(net, (x,), [INPUT_NAME], [OUTPUT_NAME], ({0: batch},), opset)

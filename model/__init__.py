@@ -61,6 +61,14 @@ def make_net(seed=0, device="cpu", dtype=torch.float32):
     return net.to(device=device, dtype=dtype)
 
 
+def net_for_inference(state_dict):
+    """A Net holding these weights, in eval mode: what every deployed form is built from. The load
+    is strict, so a foreign state_dict fails here, naming its keys."""
+    net = Net()
+    net.load_state_dict(state_dict)
+    return net.eval()
+
+
 def make_batch(batch_size, seed=0, device="cpu", dtype=torch.float32):
     """A seeded synthetic batch: input (B, 1, 32, 32) and target (B, 10), standard normal."""
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:

@@ -43,9 +43,7 @@ def artifact(threads):
 
 
 def build(state_dict, path, threads):
-    net = model.Net()
-    net.load_state_dict(state_dict)
-    net.eval()
+    net = model.net_for_inference(state_dict)
     x, _ = model.make_batch(2)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     before = torch.get_num_threads()

@@ -50,9 +50,7 @@ def build(state_dict, path, threads):
     from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
     from executorch.exir import to_edge_transform_and_lower
 
-    net = model.Net()
-    net.load_state_dict(state_dict)
-    net.eval()
+    net = model.net_for_inference(state_dict)
     with torch.no_grad():
         programs = {f"forward_{b}": torch.export.export(net, (model.make_batch(b)[0],)) for b in BATCHES}
     lowered = to_edge_transform_and_lower(programs, partitioner=[XnnpackPartitioner()]).to_executorch()

@@ -36,9 +36,7 @@ def load_net(path, dtype=torch.float32):
         state_dict = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state_dict, dict):
         raise ValueError(f"holds a {type(state_dict).__name__}, not a state_dict")
-    net = model.Net()
-    net.load_state_dict(state_dict)  # strict: a foreign state_dict fails here, naming its keys
-    net = net.to(dtype).eval()
+    net = model.net_for_inference(state_dict).to(dtype)
     for p in net.parameters():
         p.requires_grad_(False)
     return net

@@ -31,9 +31,7 @@ def artifact(threads):
 
 
 def build(state_dict, path, threads):
-    net = model.Net()
-    net.load_state_dict(state_dict)
-    net.eval()
+    net = model.net_for_inference(state_dict)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # deprecated, and measured as such
         frozen = torch.jit.freeze(torch.jit.script(net))
