@@ -31,13 +31,14 @@ COMMANDS = {
     "draw-net": ("bench.studies.draw_net", "a picture of the Net"),
     "gpu-check": ("bench.studies.gpu_check", "CUDA timings synchronised and not"),
     "versions": ("bench.versions", "the suite across torch releases, one venv each; --report"),
-    "study": (None, "a study: compile, blocks, autotune or compile-time"),
+    "study": (None, "a study: compile, blocks, autotune, compile-time or overhead"),
 }
 STUDIES = {
     "compile": "bench.studies.compile_study",
     "blocks": "bench.studies.block_study",
     "autotune": "bench.studies.autotune_study",
     "compile-time": "bench.studies.compile_time",
+    "overhead": "bench.studies.overhead_study",
 }
 _invoked_as = None  # "lenet-bench compare" while the console script runs a command
 
