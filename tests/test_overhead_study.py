@@ -71,6 +71,7 @@ def test_the_split_adds_up_to_the_measured_step(tiny_run):
     assert eager["inductor_kernel_ranges"] == 0
     assert compiled["rows"][rows_of("kernels")[0]] > 0 and eager["rows"][rows_of("kernels")[0]] > 0
     assert cell["ratio"][1] <= cell["ratio"][0] <= cell["ratio"][2]
+    assert 0 < cell["guard_check"] < compiled["stages"]["forward"]  # the guards alone, un-profiled
 
 
 def test_the_report_is_written_whole_with_its_figures(tiny_run):
@@ -89,7 +90,7 @@ def test_the_report_is_written_whole_with_its_figures(tiny_run):
 
 def test_split_rows_arithmetic():
     """Each stage's un-profiled time in its profiled proportions; a category with no row goes to other."""
-    unprofiled = {"step": 10.0, "stages": dict.fromkeys(study.STAGES, 1.0)}
+    unprofiled = {"step": 10.0, "staged_total": len(study.STAGES), "stages": dict.fromkeys(study.STAGES, 1.0)}
     profiled = {stage: {"split": {"python": 3.0, "kernels": 1.0}} for stage in study.STAGES}
     profiled["forward"]["split"] = {"guards": 1.0, "kernels": 1.0, "nameless": 2.0}
     profiled["zero_grad"]["split"] = {"python": 1.0}  # it has no kernel row: kernels there would be other

@@ -1,7 +1,7 @@
 """Where compile-net's training step spends its time outside kernels, beside eager's:
 results/compile_overhead.md and .json.
 
-    lenet-bench study overhead [--threads 1,2] [--batch-sizes 1,64,256] [--seconds 4] [--profile-seconds 1]
+    lenet-bench study overhead [--threads 1,2] [--batch-sizes 1,64,256] [--seconds 8] [--profile-seconds 1]
 
 Both runners are the suite's own (bench/backends: eager, compile-net = the tutorial's loop around
 torch.compile(net)). Each thread count runs in a fresh process (bench/launch/process.py, OMP_NUM_THREADS
@@ -25,11 +25,11 @@ holds one batch size. Per batch size:
 3. Each stage's un-profiled time is split in its profiled proportions (the profiler lengthens
    every span, most at batch 1, so absolute figures come from step 1 only), after taking the cost
    of the study's own spans out (an empty span profiled alongside). The remainder row is the
-   untouched train_step less the staged stages: so the rows add up to the measured step time.
+   untouched train_step less the staged step (the stages' medians are scaled to the staged
+   step's median, since medians do not add): so the rows add up to the measured step time.
 
-Also un-profiled, as a cross-check of the cache-lookup row: the compiled forward alone, with
-Dynamo's guards and under set_stance(skip_guard_eval_unsafe=True), alternating. Both files are
-written atomically.
+Also un-profiled, as a cross-check of the cache-lookup row: Dynamo's guard manager called directly
+on the forward frame's locals. Both files are written atomically.
 """
 
 import argparse
@@ -71,15 +71,15 @@ ROWS = [
     ("zero_grad", "python", "zero_grad (SGD, set_to_none)"),
     ("forward", "guards", "forward: Dynamo cache lookup (guard evaluation)"),
     ("forward", "wrappers", "forward: Dynamo region + AOTAutograd wrappers (CompiledFunction)"),
-    ("forward", "inductor_call", "forward: Inductor's `call` (Python, outside its kernels)"),
-    ("forward", "python", "forward: Python outside every span (nn.Module calls, dispatch to the first op)"),
+    ("forward", "inductor_call", "forward: Inductor's `call` (its Python, buffer allocation and frees)"),
+    ("forward", "python", "forward: outside every span (nn.Module calls, tensor frees, dispatch)"),
     ("forward", "kernels", "forward: kernels"),
     ("loss", "python", "loss (eager): Python and dispatch outside its kernels"),
     ("loss", "kernels", "loss (eager): kernels"),
     ("backward", "engine", "backward: autograd engine (evaluate_function, nodes, AccumulateGrad)"),
     ("backward", "python", "backward: outside every span (backward()'s Python, the engine's graph task)"),
     ("backward", "aot_backward", "backward: CompiledFunctionBackward (AOTAutograd's wrapper)"),
-    ("backward", "inductor_call", "backward: Inductor's `call` (Python, outside its kernels)"),
+    ("backward", "inductor_call", "backward: Inductor's `call` (its Python, buffer allocation and frees)"),
     ("backward", "kernels", "backward: kernels"),
     ("step", "python", "optimizer step: SGD's Python outside its kernels"),
     ("step", "kernels", "optimizer step: kernels (add_)"),
@@ -87,7 +87,7 @@ ROWS = [
 ]
 OTHER_ROW = ROWS[-1][2]
 GUARD_ROW = next(label for _, kind, label in ROWS if kind == "guards")
-REMAINDER = "remainder: train_step less the staged stages (its counter, closure calls; noise)"
+REMAINDER = "remainder: train_step less the staged step (its counter and closure; noise)"
 
 
 # -----------------------------------------------------------------------------
@@ -197,8 +197,12 @@ def time_unprofiled(runners, pool, seconds):
     result = {"load_average": [load, noise.load_average()], "rounds": rounds, "block_calls": block_calls}
     for name in runners:
         step_means = [sum(block) / len(block) for block in blocks[f"{name} step"]]
-        result[name] = {"stages": block_medians(records[name], block_calls[f"{name} staged"]),
-                        "staged_total": statistics.median(sum(b) / len(b) for b in blocks[f"{name} staged"]),
+        staged_total = statistics.median(sum(block) / len(block) for block in blocks[f"{name} staged"])
+        stages = block_medians(records[name], block_calls[f"{name} staged"])
+        # medians do not add: the stages' medians scaled to the staged step's own median
+        scale = staged_total / sum(stages.values())
+        result[name] = {"stages": {stage: seconds * scale for stage, seconds in stages.items()},
+                        "stage_medians": stages, "staged_total": staged_total,
                         "step": statistics.median(step_means), "step_means": step_means}
     ratios = [e / c for e, c in zip(result["eager"]["step_means"], result["compile-net"]["step_means"])]
     result["ratio"] = list(timing.median_interval(ratios))
@@ -290,38 +294,27 @@ def split_rows(unprofiled, profiled):
             label = next((label for s, k, label in ROWS if s == stage and k == kind),
                          OTHER_ROW)  # a category this stage has no row for
             rows[label] += unprofiled["stages"][stage] * seconds / total
-    rows[REMAINDER] = unprofiled["step"] - sum(unprofiled["stages"].values())
+    rows[REMAINDER] = unprofiled["step"] - unprofiled["staged_total"]
     return rows
 
 
-def guard_ablation(net, x, seconds):
-    """Seconds per call of the compiled forward (grad mode on, output dropped) with Dynamo's guards
-    and with only its differentiating guards (set_stance skip_guard_eval_unsafe), alternating blocks;
-    a third side enters the same context manager without skipping, so its own cost cancels."""
-    def with_guards():
-        net(x)
+def guard_check(runner, x, repeats=20, calls=100):
+    """Median seconds of one evaluation of the compiled forward's guards, called directly
+    (GuardManagerWrapper.check on the forward frame's locals: self and x), un-profiled; None on a
+    torch without this (private) API. Each batch size starts from an empty Dynamo cache, so the
+    forward has one cache entry."""
+    try:
+        from torch._dynamo.eval_frame import _debug_get_cache_entry_list
 
-    def skipping():
-        with torch.compiler.set_stance(skip_guard_eval_unsafe=True):
-            net(x)
-
-    def stance_only():
-        with torch.compiler.set_stance(skip_guard_eval_unsafe=False):
-            net(x)
-
-    calls = {"guards": with_guards, "skip": skipping, "stance": stance_only}
-    per_call = {key: timing.seconds_per_call(timing.warm(call)) for key, call in calls.items()}
-    block_calls = {key: timing.calls_per_block(t) for key, t in per_call.items()}
-    rounds = max(timing.MIN_PAIRS, round(seconds / sum(block_calls[k] * per_call[k] for k in calls)))
-    blocks = timing.alternating_blocks(calls, block_calls, rounds + rounds % 2)
-    means = {key: [sum(b) / len(b) for b in blocks[key]] for key in calls}
-
-    def paired(a, b):  # the median over rounds of a's block mean less b's in the same round
-        return statistics.median(x - y for x, y in zip(means[a], means[b]))
-    return {"forward": statistics.median(means["guards"]),
-            "forward_skip_guard_eval": statistics.median(means["skip"]),
-            "stance_context": paired("stance", "guards"), "guard_eval": paired("stance", "skip"),
-            "rounds": len(means["guards"])}
+        [entry] = _debug_get_cache_entry_list(model.Net.forward.__code__)
+        check = entry.guard_manager.check
+    except (ImportError, AttributeError, ValueError):
+        return None
+    frame_locals = {"self": runner.net, "x": x}
+    if not check(frame_locals):
+        raise RuntimeError("Dynamo's guards reject the batch the step runs on")
+    return statistics.median(timing.timed_block(lambda: check(frame_locals), calls) / calls
+                             for _ in range(repeats))
 
 
 def measure_batch(batch_size, seconds, profile_seconds):
@@ -330,12 +323,12 @@ def measure_batch(batch_size, seconds, profile_seconds):
     pool = model.make_batch_pool(batch_size)
     runners = {name: make_runner(name, state, pool) for name in BACKENDS}
     unprofiled = time_unprofiled(runners, pool, seconds)
-    guards = guard_ablation(runners["compile-net"].compiled_net, pool[0][0], seconds / 2)
+    guards = guard_check(runners["compile-net"], pool[0][0])
     # The instrumented build replaces the benchmarked one in Dynamo's cache (make_runner resets it).
     runners["compile-net"] = make_runner("compile-net", state, pool, kernel_profile=True)
     cell = {"batch": batch_size, "threads": torch.get_num_threads(), "ratio": unprofiled["ratio"],
             "load_average": unprofiled["load_average"], "rounds": unprofiled["rounds"],
-            "guard_ablation": guards, "backends": {}}
+            "guard_check": guards, "backends": {}}
     for name, runner in runners.items():
         steps = max(5, min(300, round(profile_seconds / unprofiled[name]["step"])))
         call = timing.warm(spanned_stages(staged_step(runner, pool)), 3)
@@ -413,7 +406,7 @@ def cell_section(cell):
               for stage in STAGES]
     others = {name: seconds for b in (eager, compiled) for seen in b["profiled_stages"].values()
               for name, seconds in seen["other_spans"].items()}
-    guards = cell["guard_ablation"]
+    guards = "-" if cell["guard_check"] is None else us(cell["guard_check"])
     lines = [f"### {cell['threads']} thread{'s' * (cell['threads'] != 1)}, batch {cell['batch']}", "",
              f"eager / compile-net (train_step, paired rounds): {interval_text(cell['ratio'])}, "
              f"{cell['rounds']} rounds; load average {cell['load_average'][0]:.1f} - "
@@ -423,13 +416,9 @@ def cell_section(cell):
              "split comes from; compile-net's is the build with per-kernel ranges):", "",
              markdown_table(["stage", "eager", "eager profiled", "compile-net", "compile-net profiled"],
                             stages),
-             "", f"Guard evaluation, un-profiled ablation: compile-net's forward alone (grad mode, output "
-             f"dropped) takes {us(guards['forward'])} us, {us(guards['forward_skip_guard_eval'])} us under "
-             f"`set_stance(skip_guard_eval_unsafe=True)` (only the differentiating guards run); paired over "
-             f"{guards['rounds']} rounds, with the context manager's own cost "
-             f"({us(guards['stance_context'])} us) taken out, guard evaluation costs "
-             f"{us(guards['guard_eval'])} us per call, against {us(compiled['rows'][GUARD_ROW])} us in the "
-             f"cache-lookup row. Profiled empty-span cost taken out of each stage: eager "
+             "", f"Guard evaluation alone, un-profiled (Dynamo's guard manager called directly on the "
+             f"forward frame's locals): {guards} us per call, against {us(compiled['rows'][GUARD_ROW])} us "
+             f"in the cache-lookup row. Profiled empty-span cost taken out of each stage: eager "
              f"{us(eager['span_cost'])} us, compile-net {us(compiled['span_cost'])} us per span."]
     if others:
         lines[-1] += " Other spans (profiled us/step): " + ", ".join(
@@ -450,7 +439,8 @@ def render(results, settings):
              "- Method (bench/studies/overhead_study.py): (1) without a profiler, each runner's step run as "
              "its stages with a timestamp between them, and its untouched train_step, the four alternating "
              f"in blocks of about {timing.BLOCK_SECONDS * 1e3:.0f} ms (order reversed every round), "
-             "medians over blocks; (2) under torch.profiler the same staged step, each stage a "
+             "medians over blocks of the block means (the stages' medians scaled to the staged step's "
+             "median, since medians do not add); (2) under torch.profiler the same staged step, each stage a "
              "record_function span, compile-net built with Inductor's `cpp.enable_kernel_profile` so its "
              "C++ kernels are ranges apart from Inductor's `call`; within a stage each span's self time goes "
              "to the row its name says (Dynamo's `TorchDynamo Cache Lookup`, `Torch-Compiled Region`, "
@@ -460,14 +450,18 @@ def render(results, settings):
              "the autograd engine's `evaluate_function` and node ranges, SGD's ranges), kernels (aten ops, "
              "Inductor's kernels) whole, the rest of the stage to its Python row, less the study's own "
              "spans' cost (an empty span profiled alongside); (3) each stage's un-profiled time split in "
-             "those proportions. The remainder row is the untouched train_step less the stages' sum, so "
-             "each column adds up to the measured step time.",
+             "those proportions. The remainder row is the untouched train_step less the staged step, so "
+             "each column adds up to the measured step time. Inductor's `call` rows hold its buffer "
+             "allocations (its empty_strided calls have no aten range) and frees; the forward's "
+             "outside-every-span row holds tensor frees and nn.Module's Python.",
              "- Profiler overhead: torch.profiler (and, for compile-net, its kernel ranges) lengthens every "
              "stage, most at batch 1 (each cell's stage table gives both times). Absolute figures are "
              "therefore un-profiled stage times and only the split inside a stage comes from the profile; "
              "there the profiler's roughly fixed cost per event over-weights spans that are short or have "
-             "many children (the cache lookup, the wrappers): read those rows as upper bounds. The "
-             "un-profiled guard ablation under each table is the cleaner figure for guard evaluation. A "
+             "many children (the cache lookup, the wrappers): read those rows as upper bounds. Where the "
+             "instrumented build's kernels run slower than the benchmarked build's (the stage tables), the "
+             "kernels' share rises and the outside-kernel rows of that stage lean low. The "
+             "un-profiled guard check under each table is the cleaner figure for guard evaluation. A "
              "kernel's own dispatch (inside its aten range) counts as kernel time.",
              f"- Timing settings: {settings['seconds']:g} s of alternating blocks per cell, profile of about "
              f"{settings['profile_seconds']:g} s per backend and cell (5 to 300 steps).", "",
@@ -495,8 +489,8 @@ def main(argv=None):
     parser.add_argument("--threads", type=cli.positive_list, default=[1, 2],
                         help="torch thread counts, one process each (default 1,2)")
     parser.add_argument("--batch-sizes", type=cli.positive_list, default=[1, 64, 256])
-    parser.add_argument("--seconds", type=seconds_type, default=4.0,
-                        help="seconds of alternating un-profiled blocks per cell (default 4)")
+    parser.add_argument("--seconds", type=seconds_type, default=8.0,
+                        help="seconds of alternating un-profiled blocks per cell (default 8)")
     parser.add_argument("--profile-seconds", type=seconds_type, default=1.0,
                         help="about this long profiled per backend and cell (default 1)")
     parser.add_argument("--out", type=cli.output_folder, default="results")
