@@ -118,19 +118,21 @@ def staged_step(runner, pool):
 
 
 def timed_stages(stages, records):
-    """A call running `stages` once with a timestamp between stages; each call appends
-    {stage: seconds} to `records`."""
+    """A call running `stages` once with a timestamp between stages; each call appends its seconds
+    per stage (in STAGES' order) to the flat list `records`: floats, which the garbage collector
+    does not track, so the records do not slow the collections of the step they time."""
     clock = time.perf_counter
+    where = [STAGES.index(name) for name, _ in stages]
 
     def call():
-        s, times = {}, dict.fromkeys(STAGES, 0.0)
+        s, times = {}, [0.0] * len(STAGES)
         last = clock()
-        for name, stage in stages:
+        for i, (_, stage) in zip(where, stages):
             stage(s)
             now = clock()
-            times[name] += now - last
+            times[i] += now - last
             last = now
-        records.append(times)
+        records.extend(times)
         return s["result"]
     return call
 
@@ -170,10 +172,11 @@ def train_step(runner, pool):
 
 
 def block_medians(records, block_calls):
-    """{stage: median over blocks of the block's mean}, from per-call records in block order."""
-    blocks = [records[i:i + block_calls] for i in range(0, len(records), block_calls)]
-    return {stage: statistics.median(sum(r[stage] for r in block) / len(block) for block in blocks)
-            for stage in STAGES}
+    """{stage: median over blocks of the block's mean}, from timed_stages' flat records."""
+    size = block_calls * len(STAGES)
+    blocks = [records[i:i + size] for i in range(0, len(records), size)]
+    return {stage: statistics.median(sum(block[j::len(STAGES)]) / block_calls for block in blocks)
+            for j, stage in enumerate(STAGES)}
 
 
 def time_unprofiled(runners, pool, seconds):
@@ -284,9 +287,12 @@ def profile_split(call, steps):
 
 
 def split_rows(unprofiled, profiled):
-    """{row label: seconds per step}: each stage's un-profiled time split in its profiled proportions,
-    and the remainder that makes the rows add up to the untouched train_step."""
+    """({row label: seconds per step}, the same as profiled): each stage's un-profiled time split in
+    its profiled proportions, and the remainder that makes the rows add up to the untouched
+    train_step; and each row's profiled seconds, unscaled (for the rows outside kernels an upper
+    bound: the profiler only adds time to them)."""
     rows = {label: 0.0 for _, _, label in ROWS}
+    raw = dict(rows)
     for stage in STAGES:
         split = profiled[stage]["split"]
         total = sum(split.values())
@@ -294,8 +300,9 @@ def split_rows(unprofiled, profiled):
             label = next((label for s, k, label in ROWS if s == stage and k == kind),
                          OTHER_ROW)  # a category this stage has no row for
             rows[label] += unprofiled["stages"][stage] * seconds / total
+            raw[label] += seconds
     rows[REMAINDER] = unprofiled["step"] - unprofiled["staged_total"]
-    return rows
+    return rows, raw
 
 
 def guard_check(runner, x, repeats=20, calls=100):
@@ -333,14 +340,18 @@ def measure_batch(batch_size, seconds, profile_seconds):
         steps = max(5, min(300, round(profile_seconds / unprofiled[name]["step"])))
         call = timing.warm(spanned_stages(staged_step(runner, pool)), 3)
         profiled, span_cost, kernel_ranges = profile_split(call, steps)
-        rows = split_rows(unprofiled[name], profiled)
-        kernels = sum(rows[label] for _, kind, label in ROWS if kind == "kernels")
+        rows, raw = split_rows(unprofiled[name], profiled)
+        outside = [label for _, kind, label in ROWS if kind != "kernels"]
         cell["backends"][name] = {
             "step": unprofiled[name]["step"], "staged_total": unprofiled[name]["staged_total"],
-            "stages": unprofiled[name]["stages"], "profiled_stages": profiled, "profiled_steps": steps,
-            "span_cost": span_cost, "inductor_kernel_ranges": kernel_ranges,
-            "rows": rows, "kernels": kernels,
-            "outside_kernels": unprofiled[name]["step"] - kernels}
+            "stages": unprofiled[name]["stages"], "stage_medians": unprofiled[name]["stage_medians"],
+            "profiled_stages": profiled, "profiled_steps": steps, "span_cost": span_cost,
+            "inductor_kernel_ranges": kernel_ranges, "rows": rows, "profiled_rows": raw,
+            "kernels": sum(rows[label] for _, kind, label in ROWS if kind == "kernels"),
+            "kernels_profiled": sum(raw[label] for _, kind, label in ROWS if kind == "kernels"),
+            # the staged step's rows outside kernels: the remainder (noise, mostly) stays apart
+            "outside_kernels": sum(rows[label] for label in outside),
+            "outside_kernels_profiled": sum(raw[label] for label in outside)}
     del runners
     gc.collect()
     return cell
@@ -368,8 +379,9 @@ COMPILE_ROWS = [label for _, kind, label in ROWS
 
 
 def largest_differences(cell, count=3):
+    """The rows where compile-net spends the most beyond eager (the remainder left out)."""
     eager, compiled = (cell["backends"][name]["rows"] for name in BACKENDS)
-    differences = sorted(((compiled[label] - eager[label], label) for label in compiled), reverse=True)
+    differences = sorted(((compiled[label] - eager[label], label) for _, _, label in ROWS), reverse=True)
     return "; ".join(f"{label.split(' (')[0]} {signed(d)}" for d, label in differences[:count])
 
 
@@ -386,21 +398,30 @@ def summary_table(cells):
                      interval_text(cell["ratio"]), us(eager["outside_kernels"]),
                      us(compiled["outside_kernels"]),
                      signed(compiled["outside_kernels"] - eager["outside_kernels"]), us(machinery),
+                     f"{us(eager['outside_kernels_profiled'])} / {us(compiled['outside_kernels_profiled'])}",
+                     f"{signed(eager['rows'][REMAINDER])} / {signed(compiled['rows'][REMAINDER])}",
                      largest_differences(cell)])
     return markdown_table(["threads", "batch", "eager us/step", "compile-net us/step",
                            "eager / compile-net", "outside kernels: eager", "compile-net", "difference",
-                           "of which torch.compile's guards and wrappers", "largest differences (us/step)"],
-                          rows)
+                           "of which torch.compile's guards and wrappers",
+                           "outside kernels profiled, eager / compile-net (upper bounds)",
+                           "remainder, eager / compile-net", "largest differences (us/step)"], rows)
 
 
 def cell_section(cell):
     eager, compiled = (cell["backends"][name] for name in BACKENDS)
-    labels = [label for _, _, label in ROWS] + [REMAINDER]
-    rows = [[label, us(eager["rows"][label]), us(compiled["rows"][label]),
-             signed(compiled["rows"][label] - eager["rows"][label])] for label in labels]
-    for label, key in [("**kernels, all stages**", "kernels"), ("**outside kernels**", "outside_kernels"),
-                       ("**train_step (un-profiled, = the sum of the rows)**", "step")]:
-        rows.append([label, us(eager[key]), us(compiled[key]), signed(compiled[key] - eager[key])])
+
+    def row(label, key=None):
+        figures = [b["rows"][label] if key is None else b[key] for b in (eager, compiled)]
+        profiled = [b["profiled_rows"].get(label) if key is None else b.get(key + "_profiled")
+                    for b in (eager, compiled)]
+        shown = ["-" if p is None else us(p) for p in profiled]
+        return [label, us(figures[0]), shown[0], us(figures[1]), shown[1], signed(figures[1] - figures[0])]
+
+    rows = [row(label) for _, _, label in ROWS]
+    rows += [row("**outside kernels** (the rows above but kernels)", "outside_kernels"),
+             row("**kernels, all stages**", "kernels"), row(REMAINDER),
+             row("**train_step (un-profiled, = the sum of the rows)**", "step")]
     stages = [[stage, us(eager["stages"][stage]), us(eager["profiled_stages"][stage]["profiled"]),
                us(compiled["stages"][stage]), us(compiled["profiled_stages"][stage]["profiled"])]
               for stage in STAGES]
@@ -411,7 +432,8 @@ def cell_section(cell):
              f"eager / compile-net (train_step, paired rounds): {interval_text(cell['ratio'])}, "
              f"{cell['rounds']} rounds; load average {cell['load_average'][0]:.1f} - "
              f"{cell['load_average'][1]:.1f}.", "",
-             markdown_table(["us per step", "eager", "compile-net", "compile-net - eager"], rows), "",
+             markdown_table(["us per step", "eager", "eager profiled", "compile-net", "compile-net profiled",
+                             "compile-net - eager"], rows), "",
              "Stages, us per step: un-profiled (the rows above split these) and profiled (the profile the "
              "split comes from; compile-net's is the build with per-kernel ranges):", "",
              markdown_table(["stage", "eager", "eager profiled", "compile-net", "compile-net profiled"],
@@ -467,7 +489,10 @@ def render(results, settings):
              f"{settings['profile_seconds']:g} s per backend and cell (5 to 300 steps).", "",
              "## Summary", "", "Microseconds per training step. Outside kernels = the un-profiled step less "
              "its kernels; torch.compile's guards and wrappers = the cache lookup, region/AOTAutograd "
-             "wrapper, Inductor `call` and CompiledFunctionBackward rows.", "", summary_table(cells), "",
+             "wrapper, Inductor `call` and CompiledFunctionBackward rows. The profiled figures are the "
+             "same rows' profiled times unscaled: outside kernels the profiler only adds time, so they "
+             "bound the estimates from above. Remainder = the untouched train_step less the staged step "
+             "(timing noise, mostly), kept out of outside kernels.", "", summary_table(cells), "",
              "## The split, per thread count and batch size", ""]
     for cell in cells:
         lines += cell_section(cell)
