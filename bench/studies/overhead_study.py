@@ -487,8 +487,9 @@ def render(results, settings):
              "kernel's own dispatch (inside its aten range) counts as kernel time.",
              f"- Timing settings: {settings['seconds']:g} s of alternating blocks per cell, profile of about "
              f"{settings['profile_seconds']:g} s per backend and cell (5 to 300 steps).", "",
-             "## Summary", "", "Microseconds per training step. Outside kernels = the un-profiled step less "
-             "its kernels; torch.compile's guards and wrappers = the cache lookup, region/AOTAutograd "
+             "## Summary", "", "Microseconds per training step. Outside kernels = the sum of the un-profiled "
+             "rows outside kernels (the step less its kernels and the remainder); torch.compile's "
+             "guards and wrappers = the cache lookup, region/AOTAutograd "
              "wrapper, Inductor `call` and CompiledFunctionBackward rows. The profiled figures are the "
              "same rows' profiled times unscaled: outside kernels the profiler only adds time, so they "
              "bound the estimates from above. Remainder = the untouched train_step less the staged step "
