@@ -43,7 +43,7 @@ HELP_EPILOG = """\
 disk and time per release (2-core AMD EPYC VM, shared; measured 2026-12-06/07, docs/versions.md):
   a venv with PyPI's torch (the CUDA build; it runs on the CPU) is 5.6-6.4 GB and installs in
   under 3 minutes; with the CPU wheel (2.13.0+cpu, on this machine's disk) 1.6 GB.  The default
-  benchmark command (bench-default) took 805-870 s of pytest session a release (runs 0039-0043);
+  benchmark command (bench-default) took 668-870 s of pytest session a release (runs 0039-0043);
   the test command 472-504 s (2.14.1, 2.15.0) to 866-894 s (2.11.0, 2.12.1, beside other work).
   About 6 GB and 25-35 minutes a release with the default steps; a --quick run is 2.5-3 minutes.
 

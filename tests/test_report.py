@@ -585,3 +585,12 @@ def test_every_committed_run_of_every_schema_still_loads(capsys):
     rows = [(key, row) for run in runs for key, row in run["rows"].items()]
     assert all(isinstance(row, RunRow) and key == (row.mode, row.device, row.batch, row.backend, row.threads)
                and row.median > 0 and row.time > 0 for key, row in rows)  # typed, and keyed by what it holds
+
+
+def test_a_recorded_command_shows_no_machine_path():
+    from bench.reporting.format import display_command
+
+    inside = os.path.join(REPO, "results", "deployed.json")
+    shown = display_command(f"python -m bench.deployed --out /tmp/x/deployed-rerun --json {inside} "
+                            "--seconds 0.6")
+    assert shown == "python -m bench.deployed --out deployed-rerun --json results/deployed.json --seconds 0.6"

@@ -7,8 +7,8 @@ import os
 import pytest
 
 from bench import REPO, cli, versions, versions_report
-from bench.runs.load import CellKey
 from bench.record import RunRow
+from bench.runs.load import CellKey
 
 
 def run_main(argv, capsys, runner=None):
@@ -64,10 +64,11 @@ def test_dry_run_plans_every_step_of_a_new_release(tmp_path, capsys):
 
 
 def test_the_quick_runs_are_steps_to_name(tmp_path, capsys):
-    code, lines, _ = run_main(["--torch", "2.15.0", "--venvs", str(tmp_path), "--dry-run", "--lock", "/tmp/x.lock",
-                               "--steps", "bench-1thread,bench-allcores"], capsys)
+    code, lines, _ = run_main(["--torch", "2.15.0", "--venvs", str(tmp_path), "--dry-run",
+                               "--lock", "/tmp/x.lock", "--steps", "bench-1thread,bench-allcores"], capsys)
     assert code == 0 and len(lines) == 2
-    assert "bench-1thread: flock -x /tmp/x.lock" in lines[0] and "--benchmark-only --quick --threads 1 " in lines[0]
+    assert "bench-1thread: flock -x /tmp/x.lock" in lines[0]
+    assert "--benchmark-only --quick --threads 1 " in lines[0]
     assert f"--benchmark-only --quick --threads {os.cpu_count()} " in lines[1]
 
 

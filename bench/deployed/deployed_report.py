@@ -16,7 +16,16 @@ import numpy as np
 
 from bench import cli, files
 from bench.measure import timing
-from bench.reporting.format import display_path, markdown_table, mib, num, rate, text_table, us
+from bench.reporting.format import (
+    display_command,
+    display_path,
+    markdown_table,
+    mib,
+    num,
+    rate,
+    text_table,
+    us,
+)
 
 EAGER = "eager"
 # The targets: (key, what, threshold).
@@ -269,7 +278,8 @@ def markdown(data):
         "(`python -m export.deploy`) and loaded from it, weights constant, gradients off. "
         "Method, settings and pitfalls: [docs/deployed.md](../docs/deployed.md).",
         "",
-        f"Command: `{data['command']}`, started {data['started']} UTC{commit_text(data.get('commit'))}, "
+        f"Command: `{display_command(data['command'])}`, started {data['started']} UTC"
+        f"{commit_text(data.get('commit'))}, "
         f"{data['duration_s'] / 60:.1f} min (of which {data['paused_s']:.0f} s waiting for the machine). "
         f"Machine: {m.get('cpu_model')}, {m.get('cpu_count')} cores; torch {m.get('torch')}, "
         f"onnxruntime {m.get('onnxruntime')}, openvino {m.get('openvino')}, "

@@ -51,6 +51,11 @@ def display_path(path):
     return os.path.basename(path) if relative.startswith("..") else relative
 
 
+def display_command(command):
+    """A recorded command line with each absolute path in it shown as display_path shows it."""
+    return " ".join(display_path(word) if os.path.isabs(word) else word for word in command.split(" "))
+
+
 def text_table(header, rows):
     """A table for the terminal: columns padded to their widest cell, a dashed line under the header."""
     widths = [max(len(str(c)) for c in column) for column in zip(header, *rows, strict=True)]
